@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the whole suite).
+# Both create .venv and install the project into it when it is missing or older than pyproject.toml.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.brickzoo-installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,lightning]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m brickzoo.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check brickzoo tests benchmarks
+	$(BIN)/ruff format --check brickzoo tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -n 2 --durations=15
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,lightning,bench]"
+	@for script in benchmarks/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf build runs .pytest_cache .mypy_cache .ruff_cache

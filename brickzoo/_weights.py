@@ -1,0 +1,209 @@
+"""Per-brick weight files: one file per brick, in folders mirroring the nesting of the collection."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from brickzoo._graph import iter_bricks
+from brickzoo.errors import WeightsError
+
+if TYPE_CHECKING:
+    from brickzoo._collection import BrickCollection
+
+FORMATS = {"pt": ".pt", "safetensors": ".safetensors"}
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_bricks` did, brick by brick.
+
+    Attributes:
+        loaded: paths of bricks whose every tensor was loaded.
+        partial: ``{path: [skipped tensor descriptions]}`` for bricks loaded in part.
+        skipped: ``{path: reason}`` for bricks with a file of which nothing could be loaded.
+        missing: paths of bricks with weights but no file (they keep their current weights).
+        unexpected: weight files that belong to no brick of the collection.
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    partial: dict[str, list[str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"loaded  {p}" for p in self.loaded]
+        lines += [f"partial {p}: skipped {', '.join(items)}" for p, items in self.partial.items()]
+        lines += [f"skipped {p}: {why}" for p, why in self.skipped.items()]
+        lines += [f"new     {p} (no weight file, keeps its initialisation)" for p in self.missing]
+        lines += [f"unused  {f}" for f in self.unexpected]
+        return "\n".join(lines) if lines else "nothing to load"
+
+
+def _suffix(format: str) -> str:  # noqa: A002
+    if format not in FORMATS:
+        raise WeightsError(f"unknown weight format {format!r}; expected one of {sorted(FORMATS)}")
+    return FORMATS[format]
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_state(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a state dict atomically as ``.pt`` or ``.safetensors`` (chosen by the suffix)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
+        _atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    else:
+        _atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """Read a weight file without executing code from it (``weights_only=True`` / safetensors)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot read weight file {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise WeightsError(f"weight file {path} holds a {type(state).__name__}, expected a state dict")
+    return state
+
+
+def save_bricks(
+    collection: BrickCollection,
+    path_model_folder: str | Path,
+    exist_ok: bool = False,
+    format: str = "pt",  # noqa: A002
+) -> list[Path]:
+    """Save one weight file per brick that has parameters or buffers.
+
+    A brick at path ``head0/classify`` is written to ``<folder>/head0/classify.pt`` (or
+    ``.safetensors``). Each file is written to a temporary file first and then renamed, so an
+    interrupted save never leaves a half-written file.
+
+    Args:
+        collection: the bricks to save.
+        path_model_folder: the folder to write to.
+        exist_ok: allow writing into a folder that already holds files.
+        format: ``"pt"`` (``torch.save``) or ``"safetensors"``.
+
+    Returns:
+        The files written.
+    """
+    folder = Path(path_model_folder)
+    suffix = _suffix(format)
+    if folder.exists() and not exist_ok and any(folder.iterdir()):
+        raise WeightsError(f"folder {folder} already holds files; pass exist_ok=True to write into it")
+    written = []
+    for path, brick in iter_bricks(collection):
+        state = brick.state_dict()
+        if not state:
+            continue
+        file = folder / f"{path}{suffix}"
+        save_state(state, file)
+        written.append(file)
+    return written
+
+
+def _find_file(folder: Path, path: str) -> Path | None:
+    for suffix in FORMATS.values():
+        candidate = folder / f"{path}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_bricks(collection: BrickCollection, path_model_folder: str | Path, strict: bool = True) -> LoadReport:
+    """Load the per-brick weight files written by :func:`save_bricks`.
+
+    Every file is read and checked before any weight is changed. A brick without a file keeps
+    its weights and a warning names it.
+
+    Args:
+        collection: the bricks to load into.
+        path_model_folder: the folder written by :func:`save_bricks`.
+        strict: if True, any tensor whose name or shape does not match raises
+            :class:`WeightsError` (naming brick, tensor and both shapes) and nothing is loaded.
+            If False, matching tensors are loaded and the rest is skipped and reported.
+
+    Returns:
+        A :class:`LoadReport`.
+    """
+    folder = Path(path_model_folder)
+    if not folder.is_dir():
+        raise WeightsError(f"weight folder {folder} does not exist or is not a folder")
+    report = LoadReport()
+    plans: list[tuple[str, Any, dict[str, torch.Tensor]]] = []
+    problems: list[str] = []
+    known_files: set[Path] = set()
+    for path, brick in iter_bricks(collection):
+        own = brick.state_dict()
+        if not own:
+            continue
+        file = _find_file(folder, path)
+        if file is None:
+            report.missing.append(path)
+            warnings.warn(
+                f"brick '{path}': no weight file {folder / path}.pt or .safetensors; it keeps its current weights",
+                stacklevel=2,
+            )
+            continue
+        known_files.add(file.resolve())
+        state = read_state(file)
+        usable: dict[str, torch.Tensor] = {}
+        skipped: list[str] = []
+        for name, tensor in state.items():
+            if name not in own:
+                skipped.append(f"{name} (not in the brick)")
+            elif tuple(tensor.shape) != tuple(own[name].shape):
+                skipped.append(f"{name} (file {list(tensor.shape)} vs brick {list(own[name].shape)})")
+            else:
+                usable[name] = tensor
+        absent = [name for name in own if name not in state]
+        if strict and (skipped or absent):
+            details = skipped + [f"{name} (missing from the file)" for name in absent]
+            problems.append(f"brick '{path}' ({file}): " + "; ".join(details))
+            continue
+        if not usable:
+            report.skipped[path] = "nothing matches: " + ", ".join(skipped + absent)
+            continue
+        plans.append((path, brick, usable))
+        if skipped or absent:
+            report.partial[path] = skipped + [f"{name} (missing from the file)" for name in absent]
+        else:
+            report.loaded.append(path)
+    if problems:
+        raise WeightsError(
+            "weights do not match the collection; nothing was loaded:\n  "
+            + "\n  ".join(problems)
+            + "\nuse strict=False to load what matches and skip the rest"
+        )
+    for _, brick, usable in plans:
+        brick.load_state_dict(usable, strict=False)
+    for suffix in FORMATS.values():
+        for file in sorted(folder.rglob(f"*{suffix}")):
+            if file.resolve() not in known_files:
+                report.unexpected.append(str(file.relative_to(folder)))
+    return report

@@ -1,0 +1,84 @@
+"""Conversions between batched torch tensors, numpy arrays and pillow images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "batched_tensor_to_channel_last",
+    "float2uint8",
+    "function_composer",
+    "pillow_images_to_batched_tensor",
+    "torch_to_numpy",
+    "uint82float",
+    "unpack_batched_tensor_to_numpy",
+    "unpack_batched_tensor_to_numpy_channel_last",
+    "unpack_batched_tensor_to_pillow_images",
+]
+
+
+def float2uint8(values: np.ndarray) -> np.ndarray:
+    """Map floats in [0, 1] to uint8 in [0, 255] (values outside are clipped)."""
+    return (np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def uint82float(values: np.ndarray) -> np.ndarray:
+    """Map uint8 in [0, 255] to float32 in [0, 1]."""
+    return np.asarray(values, dtype=np.float32) / 255.0
+
+
+def torch_to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """Detach, move to the CPU and convert to numpy (bfloat16/float16 become float32)."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def function_composer(*functions: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Compose functions left to right: ``function_composer(f, g)(x) == g(f(x))``."""
+
+    def composed(value: Any) -> Any:
+        for fn in functions:
+            value = fn(value)
+        return value
+
+    return composed
+
+
+def batched_tensor_to_channel_last(tensor: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W]`` to ``[B, H, W, C]``."""
+    return tensor.permute(0, 2, 3, 1)
+
+
+def unpack_batched_tensor_to_numpy(tensor: torch.Tensor) -> list[np.ndarray]:
+    """One numpy array per batch entry, keeping the entry's shape (at least 1-D)."""
+    return [np.atleast_1d(item) for item in torch_to_numpy(tensor)]
+
+
+def unpack_batched_tensor_to_numpy_channel_last(tensor: torch.Tensor) -> list[np.ndarray]:
+    """Images ``[B, C, H, W]`` become ``[H, W, C]`` arrays; other tensors one array per batch entry."""
+    if tensor.ndim == 4:
+        tensor = batched_tensor_to_channel_last(tensor)
+    return unpack_batched_tensor_to_numpy(tensor)
+
+
+def unpack_batched_tensor_to_pillow_images(tensor: torch.Tensor) -> list[Image.Image]:
+    """Images ``[B, 3, H, W]`` or ``[B, 1, H, W]`` (float in [0, 1] or uint8) to pillow images."""
+    if tensor.ndim != 4 or tensor.shape[1] not in (1, 3):
+        raise ValueError(f"expected images [B, 3, H, W] or [B, 1, H, W], got shape {list(tensor.shape)}")
+    arrays = torch_to_numpy(batched_tensor_to_channel_last(tensor))
+    if arrays.dtype != np.uint8:
+        arrays = float2uint8(arrays)
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays]
+
+
+def pillow_images_to_batched_tensor(images: list[Image.Image]) -> torch.Tensor:
+    """Pillow images of one size to a float tensor ``[B, 3, H, W]`` in [0, 1]."""
+    arrays = [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
