@@ -212,8 +212,8 @@ class BrickCollection(nn.ModuleDict):
         try:
             for step in plan.steps:
                 step(named)
-        except BrickzooError:
-            raise
+        except BrickzooError as exc:
+            raise plan.located_error(step, exc) from exc
         except Exception as exc:
             raise plan.runtime_error(step, exc, named) from exc
         if not return_inputs:

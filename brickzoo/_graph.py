@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from brickzoo._names import ALL_NAMES, STAGE_NAME, resolve_name
-from brickzoo.errors import BrickGraphError, BrickRuntimeError, MissingInputsError
+from brickzoo.errors import BrickGraphError, BrickRuntimeError, BrickzooError, MissingInputsError
 
 if TYPE_CHECKING:
     from brickzoo._bricks import BrickInterface, Step
@@ -184,6 +184,15 @@ class Plan:
                     "which is not selected"
                 )
         return MissingInputsError("\n".join(lines))
+
+    def located_error(self, step: Step | None, exc: BrickzooError) -> BrickzooError:
+        """The same error with the failing brick's path in front, unless the message has it already."""
+        node = self.node_of_step.get(id(step))
+        message = str(exc)
+        if node is None or message.startswith("brick '"):
+            return exc
+        located = type(exc)(f"brick '{node.path}': {message}")
+        return located
 
     def runtime_error(self, step: Step | None, exc: Exception, named: dict[str, Any]) -> BrickRuntimeError:
         node = self.node_of_step.get(id(step))
