@@ -86,6 +86,11 @@ class BrickCollection(nn.ModuleDict):
                 f"BrickCollection: brick names must be non-empty strings without '/' and not starting with '.', "
                 f"got {key!r}"
             )
+        if key not in self._modules and hasattr(self, key):
+            raise BrickDefinitionError(
+                f"BrickCollection: brick name {key!r} clashes with the attribute BrickCollection.{key} "
+                f"(an nn.Module/ModuleDict member); choose another name, e.g. {key + '_brick'!r}"
+            )
         if isinstance(value, Mapping) and not isinstance(value, BrickCollection):
             child = BrickCollection.__new__(BrickCollection)
             nn.ModuleDict.__init__(child)

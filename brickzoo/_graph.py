@@ -6,7 +6,7 @@ import difflib
 import heapq
 import itertools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -163,7 +163,13 @@ class Plan:
     produced: tuple[str, ...]
     stage: Stage | None
     groups: frozenset[str] | None
-    node_of_step: dict[int, Node] = field(default_factory=dict)
+
+    def node_of(self, step: Step | None) -> Node | None:
+        """The node whose step is ``step`` (only used on the error path)."""
+        for candidate, node in zip(self.steps, self.nodes, strict=True):
+            if candidate is step:
+                return node
+        return None
 
     def missing_inputs_error(self, named_inputs: dict[str, Any], graph: Graph) -> MissingInputsError:
         available = sorted(named_inputs)
@@ -174,7 +180,7 @@ class Plan:
             if needed:
                 lines.append(f"  brick '{node.path}' needs {needed}")
         for name in missing:
-            hint = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+            hint = difflib.get_close_matches(name, available, n=3, cutoff=0.7)
             if hint:
                 lines.append(f"  {name!r}: did you mean {hint}?")
             if name in graph.producer:
@@ -187,7 +193,7 @@ class Plan:
 
     def located_error(self, step: Step | None, exc: BrickzooError) -> BrickzooError:
         """The same error with the failing brick's path in front, unless the message has it already."""
-        node = self.node_of_step.get(id(step))
+        node = self.node_of(step)
         message = str(exc)
         if node is None or message.startswith("brick '"):
             return exc
@@ -195,7 +201,7 @@ class Plan:
         return located
 
     def runtime_error(self, step: Step | None, exc: Exception, named: dict[str, Any]) -> BrickRuntimeError:
-        node = self.node_of_step.get(id(step))
+        node = self.node_of(step)
         if node is None:
             return BrickRuntimeError(f"a brick raised {type(exc).__name__}: {exc}")
         shapes = ", ".join(f"{n}={_summary(named[n])}" for n in node.inputs if n in named)
@@ -228,5 +234,4 @@ def build_plan(graph: Graph, groups: frozenset[str] | None, stage: Stage | None)
         produced=tuple(produced),
         stage=stage,
         groups=groups,
-        node_of_step={id(s): n for s, n in zip(steps, nodes, strict=True)},
     )

@@ -27,7 +27,9 @@ class FeatureLevel:
 FeaturesArg = str | FeatureLevel | Sequence[FeatureLevel] | Mapping[str, Any] | Any
 
 
-def feature_levels(features: FeaturesArg, in_channels: int | None = None, owner: str = "features") -> list[FeatureLevel]:
+def feature_levels(
+    features: FeaturesArg, in_channels: int | None = None, owner: str = "features"
+) -> list[FeatureLevel]:
     """Normalise a ``features=`` argument of a factory to a list of :class:`FeatureLevel`.
 
     Accepts a tensor name (then ``in_channels`` is required and the stride is unknown, 0), a
