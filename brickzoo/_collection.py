@@ -189,7 +189,7 @@ class BrickCollection(nn.ModuleDict):
             named_inputs: the input tensors by name; the dict is not modified.
             groups: the groups to run (a name, a set of names or a :class:`Stage`); ``None`` runs
                 every brick, or the stage's groups when ``stage`` is given.
-            return_inputs: if False, the inputs are left out of the result.
+            return_inputs: if False, the inputs (and the stage) are left out of the result.
             stage: the current stage, readable by bricks that name ``"stage"`` among their inputs.
 
         Returns:
@@ -224,6 +224,8 @@ class BrickCollection(nn.ModuleDict):
         if not return_inputs:
             for name in named_inputs:
                 named.pop(name, None)
+            if plan.stage is not None:
+                named.pop("stage", None)
         return named
 
     # -- introspection ---------------------------------------------------------------------

@@ -52,8 +52,9 @@ def feature_levels(
     if levels is not None:
         return list(levels)
     if isinstance(features, Mapping):
-        found = [getattr(v, "feature_levels", None) for v in features.values()]
-        found = [f for f in found if f is not None]
+        found: list[Sequence[FeatureLevel]] = [
+            levels for v in features.values() if (levels := getattr(v, "feature_levels", None)) is not None
+        ]
         if len(found) == 1:
             return list(found[0])
         raise BrickDefinitionError(

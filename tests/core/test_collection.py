@@ -188,7 +188,8 @@ def test_groups_select_bricks_and_stage_presets() -> None:
     )
     data = {"x": torch.zeros(1), "t": torch.zeros(1)}
     assert set(collection(data, groups="MODEL", return_inputs=False)) == {"y", "z"}
-    assert set(collection(data, groups=Stage.TRAIN, return_inputs=False)) == {"y", "z", "loss", "stage"}
+    assert set(collection(data, groups=Stage.TRAIN, return_inputs=False)) == {"y", "z", "loss"}
+    assert collection(data, groups=Stage.TRAIN)["stage"] is Stage.TRAIN
     with pytest.raises(MissingInputsError, match="'y' is written by brick 'model'"):
         collection(data, groups={"VISUALIZATION"})  # y comes from an unselected MODEL brick
     assert collection.required_inputs("VISUALIZATION") == ["y"]

@@ -1,0 +1,35 @@
+"""Datasets returning dicts of named tensors, and their collation into batches.
+
+Every dataset returns per-sample dicts (no batch dimension) using the names the zoo's heads
+read: ``images (Tensor[3, H, W])`` float32 in [0, 1], ``labels (Tensor[])`` int64,
+``masks (Tensor[H, W])`` int64 (0 background, 255 ignore), ``boxes (Tensor[M, 4])`` float32
+xyxy in pixels and ``box_labels (Tensor[M])`` int64. :func:`collate_named` stacks them into a
+batch, padding boxes with zeros and box labels with -1; :func:`make_loader` makes a seeded
+DataLoader that uses it.
+"""
+
+from brickzoo.data._coco import CocoDetectionDataset
+from brickzoo.data._collate import DEFAULT_PAD_VALUES, collate_named, make_loader
+from brickzoo.data._common import IMAGE_EXTENSIONS, ImageSize, NamedDataset
+from brickzoo.data._digits import DigitsDataset
+from brickzoo.data._folders import ImageFolderDataset, SegmentationFolderDataset
+from brickzoo.data._preview import draw_sample, preview_grid
+from brickzoo.data._shapes import AVAILABLE_SHAPE_NAMES, SHAPE_NAMES, ShapesDataset
+
+__all__ = [
+    "AVAILABLE_SHAPE_NAMES",
+    "DEFAULT_PAD_VALUES",
+    "IMAGE_EXTENSIONS",
+    "SHAPE_NAMES",
+    "CocoDetectionDataset",
+    "DigitsDataset",
+    "ImageFolderDataset",
+    "ImageSize",
+    "NamedDataset",
+    "SegmentationFolderDataset",
+    "ShapesDataset",
+    "collate_named",
+    "draw_sample",
+    "make_loader",
+    "preview_grid",
+]

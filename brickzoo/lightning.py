@@ -1,0 +1,473 @@
+"""Train a brick collection with Lightning: one ``LightningModule`` for any collection.
+
+:class:`BrickLightningModule` turns a :class:`~brickzoo.BrickCollection` into a
+``lightning.pytorch.LightningModule``, so everything Lightning's ``Trainer`` offers (devices,
+``strategy="ddp"``/``"fsdp"``, ``num_nodes``, precision, checkpointing, loggers,
+``limit_*_batches``) works without subclassing:
+
+- ``training_step``/``validation_step``/``test_step`` run the ``MODEL`` and ``LOSS`` bricks of the
+  main collection for :class:`~brickzoo.Stage` ``TRAIN``/``VALIDATION``/``TEST``; the loss is the
+  (optionally weighted) sum of :meth:`~brickzoo.BrickCollection.extract_losses`.
+- The ``METRIC`` bricks run from a separate copy per stage (``stage_metrics["TRAIN"]``, ...), fed
+  with the outputs of the main collection, so training and validation batches never meet in one
+  metric. The model weights exist once. At each epoch end the stage's metrics are computed
+  (torchmetrics gathers its states across processes at compute time), logged with the prefix
+  ``train/``, ``val/`` or ``test/`` and reset.
+- ``predict_step`` returns the ``MODEL`` outputs as a dict of named tensors.
+
+This module imports ``lightning`` (the optional extra ``brickzoo[lightning]``); ``import brickzoo``
+does not.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from brickzoo._collection import BrickCollection
+from brickzoo._groups import LOSS, METRIC, MODEL, Stage
+from brickzoo._names import resolve_name
+from brickzoo.errors import BrickDefinitionError, BrickInputError, BrickOutputError, MissingInputsError, WeightsError
+
+__all__ = ["STAGE_PREFIXES", "BrickLightningModule", "load_collection_from_lightning_checkpoint"]
+
+OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+STAGE_PREFIXES: dict[Stage, str] = {Stage.TRAIN: "train", Stage.VALIDATION: "val", Stage.TEST: "test"}
+"""The prefix of every value logged in a stage (``train/loss``, ``val/head0/MulticlassAccuracy``)."""
+
+_METRIC_STAGES = tuple(STAGE_PREFIXES)
+_CHECKPOINT_PREFIX = "collection."
+_TOTAL_LOSS = "loss"
+
+
+def _metric_only_collection(collection: BrickCollection) -> BrickCollection | None:
+    """A deep copy of the ``METRIC`` bricks of ``collection`` at the same paths (so names resolve alike).
+
+    Returns None when the collection has no ``METRIC`` brick.
+    """
+    nested: dict[str, Any] = {}
+    for path, brick in collection.named_bricks():
+        if METRIC not in brick.groups:
+            continue
+        shared = sorted(brick.groups & {MODEL, LOSS})
+        if shared:
+            raise BrickDefinitionError(
+                f"BrickLightningModule: brick '{path}' belongs to groups {sorted(brick.groups)}; METRIC bricks run "
+                f"from a separate copy per stage, so they cannot also be in {shared}. Split it into a {shared[0]} "
+                "brick that writes a tensor and a METRIC-only brick that reads it"
+            )
+        *parents, key = path.split("/")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[key] = copy.deepcopy(brick)
+    if not nested:
+        return None
+    metrics = BrickCollection(nested)
+    metrics.reset_metrics()
+    return metrics
+
+
+def _batch_size(batch: Mapping[str, Any]) -> int | None:
+    """The length of the first tensor of the batch (what ``self.log`` weights epoch means with)."""
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.ndim > 0:
+            return int(value.shape[0])
+    return None
+
+
+def _metric_stages(log_metrics: bool | Iterable[Stage | str]) -> frozenset[Stage]:
+    if log_metrics is True:
+        return frozenset(_METRIC_STAGES)
+    if log_metrics is False:
+        return frozenset()
+    stages = set()
+    for item in log_metrics:
+        try:
+            stage = Stage(item)
+        except ValueError:
+            stage = None
+        if stage not in _METRIC_STAGES:
+            raise BrickDefinitionError(
+                f"BrickLightningModule: log_metrics must be True, False or a set of stages among "
+                f"{[s.value for s in _METRIC_STAGES]}, got {item!r} in {log_metrics!r}"
+            )
+        stages.add(stage)
+    return frozenset(stages)
+
+
+class BrickLightningModule(pl.LightningModule):
+    """A ``LightningModule`` that trains, validates, tests and predicts with a brick collection.
+
+    Args:
+        collection: the bricks; its ``MODEL`` and ``LOSS`` bricks are run (and trained) in place, its
+            ``METRIC`` bricks are copied once per stage. Saved in checkpoints under ``collection.``.
+        optimizer_factory: ``optimizer_factory(params) -> torch.optim.Optimizer``, called with the list
+            of parameters that require gradients, e.g. ``lambda params: torch.optim.AdamW(params, 1e-3)``.
+        scheduler_factory: optional ``scheduler_factory(optimizer)`` returning a learning-rate
+            scheduler (stepped once per epoch) or a Lightning scheduler dict
+            (``{"scheduler": ..., "interval": "step", "monitor": "val/loss"}``).
+        loss_weights: ``{loss name: weight}``; the training loss is ``sum(weight * loss)`` over
+            :meth:`~brickzoo.BrickCollection.extract_losses`, missing names weigh 1.
+        log_metrics: run and log the ``METRIC`` bricks in every stage (True), in none (False), or in
+            the given stages (``{Stage.VALIDATION, Stage.TEST}`` skips them during training).
+
+    Logged values (``self.log``):
+        ``train/loss`` and ``train/<loss name>`` per step; ``val/...`` and ``test/...`` the same per
+        epoch (averaged over all samples of all processes); ``<prefix>/<metric key>`` for every
+        scalar metric of :meth:`~brickzoo.BrickCollection.summarize` at each epoch end. The full
+        summaries (non-scalar values included) stay in :attr:`epoch_metrics`.
+
+    Batches are dicts of named tensors holding at least
+    ``collection.required_inputs(...)`` of the stage; a batch missing some raises
+    :class:`~brickzoo.errors.MissingInputsError` naming the stage before anything runs.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> module = BrickLightningModule(collection, lambda params: torch.optim.SGD(params, lr=0.1))
+        >>> trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2)
+        >>> trainer.fit(module, train_dataloader, val_dataloader)  # batches: {"images": ..., "labels": ...}
+        >>> trainer.callback_metrics["val/loss"]
+    """
+
+    def __init__(
+        self,
+        collection: BrickCollection,
+        optimizer_factory: OptimizerFactory,
+        scheduler_factory: SchedulerFactory | None = None,
+        loss_weights: Mapping[str, float] | None = None,
+        log_metrics: bool | Iterable[Stage | str] = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(collection, BrickCollection):
+            raise BrickDefinitionError(
+                f"BrickLightningModule: collection must be a BrickCollection, got {type(collection).__name__}; "
+                "wrap a dict of bricks with BrickCollection(...)"
+            )
+        if not callable(optimizer_factory):
+            raise BrickDefinitionError(
+                "BrickLightningModule: optimizer_factory must be callable as optimizer_factory(params), "
+                f"got {type(optimizer_factory).__name__}"
+            )
+        if scheduler_factory is not None and not callable(scheduler_factory):
+            raise BrickDefinitionError(
+                "BrickLightningModule: scheduler_factory must be None or callable as scheduler_factory(optimizer), "
+                f"got {type(scheduler_factory).__name__}"
+            )
+        self.collection = collection
+        self.optimizer_factory = optimizer_factory
+        self.scheduler_factory = scheduler_factory
+        loss_names = collection.loss_names()
+        self.loss_weights = self._check_loss_weights(loss_weights or {}, loss_names)
+        if _TOTAL_LOSS in loss_names and len(loss_names) > 1:
+            raise BrickDefinitionError(
+                f"BrickLightningModule: a loss brick writes '{_TOTAL_LOSS}', the name under which the total of all "
+                f"losses {loss_names} is logged; give that loss another output name (e.g. './loss_main')"
+            )
+        self.metric_stages = _metric_stages(log_metrics)
+        stage_metrics: dict[str, BrickCollection] = {}
+        for stage in sorted(self.metric_stages):
+            metrics = _metric_only_collection(collection)
+            if metrics is not None:
+                stage_metrics[stage.value] = metrics
+        # One metric-only copy per stage, keyed by the stage's value ("TRAIN", "VALIDATION", "TEST").
+        self.stage_metrics = nn.ModuleDict(stage_metrics)
+        self.epoch_metrics: dict[str, dict[str, Any]] = {}
+        """The last summary of each stage, keyed by ``train``/``val``/``test`` (all values, on the CPU)."""
+        self._required: dict[tuple[Stage, bool], frozenset[str]] = {}
+
+    # -- checks ------------------------------------------------------------------------------
+    @staticmethod
+    def _check_loss_weights(loss_weights: Mapping[str, float], loss_names: list[str]) -> dict[str, float]:
+        problems = []
+        for name, weight in loss_weights.items():
+            if name not in loss_names:
+                hint = difflib.get_close_matches(name, loss_names, n=3, cutoff=0.5)
+                problems.append(f"{name!r} is not a loss name" + (f" (did you mean {hint}?)" if hint else ""))
+            elif isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                problems.append(f"{name!r} has weight {weight!r}, expected a finite number")
+        if problems:
+            raise BrickDefinitionError(
+                "BrickLightningModule: bad loss_weights: " + "; ".join(problems) + f"; the loss names are {loss_names}"
+            )
+        return {name: float(weight) for name, weight in loss_weights.items()}
+
+    def _groups(self, stage: Stage, with_metrics: bool) -> frozenset[str]:
+        groups = stage.groups - {METRIC}
+        return groups | {METRIC} if with_metrics else groups
+
+    def _check_batch(self, batch: Any, stage: Stage, with_metrics: bool, hook: str) -> None:
+        """Raise :class:`MissingInputsError` naming the stage if ``batch`` lacks a name the stage reads."""
+        if not isinstance(batch, Mapping):
+            raise BrickInputError(
+                f"BrickLightningModule, stage {stage.value} ({hook}): a batch must be a dict of named tensors, "
+                f"got {type(batch).__name__}; make the dataset return dicts like {{'images': ..., 'labels': ...}}"
+            )
+        key = (stage, with_metrics)
+        required = self._required.get(key)
+        if required is None:
+            required = self._required[key] = frozenset(
+                self.collection.required_inputs(self._groups(stage, with_metrics))
+            )
+        if batch.keys() >= required:
+            return
+        missing = sorted(required - batch.keys())
+        groups = self._groups(stage, with_metrics)
+        lines = [
+            f"BrickLightningModule, stage {stage.value} ({hook}): the batch misses inputs {missing}; "
+            f"got batch keys {sorted(batch)}, the groups {sorted(groups)} need {sorted(required)}"
+        ]
+        for path, brick in self.collection.named_bricks():
+            if brick.groups & groups:
+                parent = path.rpartition("/")[0]
+                needed = [n for n in (resolve_name(r, parent, path) for r in brick._input_names) if n in missing]
+                if needed:
+                    lines.append(f"  brick '{path}' needs {needed}")
+        for name in missing:
+            hint = difflib.get_close_matches(name, [str(k) for k in batch], n=3, cutoff=0.6)
+            if hint:
+                lines.append(f"  {name!r}: did you mean {hint}?")
+        raise MissingInputsError("\n".join(lines))
+
+    def on_fit_start(self) -> None:
+        """Refuse to train a collection without loss bricks before the first step."""
+        if not self.collection.loss_names():
+            bricks = [path for path, _ in self.collection.named_bricks()]
+            raise BrickDefinitionError(
+                f"BrickLightningModule, stage {Stage.TRAIN.value}: the collection has no loss brick (no brick in the "
+                f"LOSS group), so there is nothing to train; got bricks {bricks}. Add a BrickLoss, or use "
+                "trainer.validate/test/predict"
+            )
+
+    # -- steps -----------------------------------------------------------------------------
+    def forward(self, named_inputs: dict[str, Any]) -> dict[str, Any]:
+        """Run the ``MODEL`` bricks (:class:`Stage` ``INFERENCE``) and return what they wrote."""
+        return self._model_outputs(named_inputs)
+
+    def _model_outputs(self, named_inputs: dict[str, Any]) -> dict[str, Any]:
+        outputs = self.collection(named_inputs, groups=Stage.INFERENCE, return_inputs=False)
+        outputs.pop("stage", None)  # the collection adds the Stage it ran; not a tensor of the model
+        return outputs
+
+    def _shared_step(self, batch: Any, stage: Stage, hook: str) -> dict[str, Any]:
+        metrics = self._metrics(stage)
+        self._check_batch(batch, stage, metrics is not None, hook)
+        outputs = self.collection(batch, groups=self._groups(stage, False), stage=stage)
+        losses = self.collection.extract_losses(outputs)
+        for name, loss in losses.items():
+            if loss.ndim != 0:
+                raise BrickOutputError(
+                    f"BrickLightningModule, stage {stage.value}: loss {name!r} has shape {list(loss.shape)}, "
+                    "expected a scalar; reduce it in the loss brick (e.g. .mean())"
+                )
+        total = None
+        for name, loss in losses.items():
+            weighted = loss * self.loss_weights[name] if name in self.loss_weights else loss
+            total = weighted if total is None else total + weighted
+        if metrics is not None:
+            with torch.no_grad():
+                metrics(outputs, groups=METRIC, stage=stage)
+        if total is not None:
+            prefix = STAGE_PREFIXES[stage]
+            on_step = stage is Stage.TRAIN  # train: per step; val/test: per epoch, averaged over every process
+            options: dict[str, Any] = {
+                "on_step": on_step,
+                "on_epoch": not on_step,
+                "sync_dist": not on_step,
+                "batch_size": _batch_size(batch),
+            }
+            parts = {f"{prefix}/{name}": loss.detach() for name, loss in losses.items() if name != _TOTAL_LOSS}
+            if parts:
+                self.log_dict(parts, **options)
+            self.log(f"{prefix}/{_TOTAL_LOSS}", total.detach(), prog_bar=True, **options)
+        return {"loss": total, "outputs": outputs}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Run ``MODEL`` + ``LOSS`` (and the train metrics); return ``{"loss": total, "outputs": named}``."""
+        result = self._shared_step(batch, Stage.TRAIN, "training_step")
+        if result["loss"] is None:
+            raise BrickDefinitionError(
+                f"BrickLightningModule, stage {Stage.TRAIN.value}: no loss brick wrote an output; "
+                f"loss names {self.collection.loss_names()}"
+            )
+        return result
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Run ``MODEL`` + ``LOSS`` and update the validation metrics; return ``{"loss", "outputs"}``."""
+        return self._shared_step(batch, Stage.VALIDATION, "validation_step")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Run ``MODEL`` + ``LOSS`` and update the test metrics; return ``{"loss", "outputs"}``."""
+        return self._shared_step(batch, Stage.TEST, "test_step")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """The tensors written by the ``MODEL`` bricks (the inputs left out)."""
+        self._check_batch(batch, Stage.INFERENCE, False, "predict_step")
+        return self._model_outputs(batch)
+
+    # -- metrics at epoch boundaries ---------------------------------------------------------
+    def _metrics(self, stage: Stage) -> BrickCollection | None:
+        """The metric-only collection of a stage (None when the stage runs no metrics)."""
+        if stage.value not in self.stage_metrics:
+            return None
+        return cast(BrickCollection, self.stage_metrics[stage.value])
+
+    def _reset_metrics(self, stage: Stage) -> None:
+        metrics = self._metrics(stage)
+        if metrics is not None:
+            metrics.reset_metrics()
+
+    def _log_epoch_metrics(self, stage: Stage) -> None:
+        metrics = self._metrics(stage)
+        if metrics is None:
+            return
+        # compute() is collective under DDP: torchmetrics gathers every process's states first, so each
+        # process gets the value over the whole dataset. Every process must get here (Lightning ensures it).
+        values = metrics.summarize(reset=True)
+        prefix = STAGE_PREFIXES[stage]
+        self.epoch_metrics[prefix] = {
+            key: value.detach().cpu() if isinstance(value, torch.Tensor) else value for key, value in values.items()
+        }
+        if self._trainer is None or self.trainer.sanity_checking:
+            return
+        scalars = {
+            f"{prefix}/{key}": torch.as_tensor(value).detach().float().reshape(())
+            for key, value in values.items()
+            if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)
+        }
+        if scalars:
+            # The values are equal on every process already; a "max" reduction keeps them exact and
+            # tells Lightning they are synchronised.
+            self.log_dict(scalars, on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max")
+
+    def on_train_epoch_start(self) -> None:
+        self._reset_metrics(Stage.TRAIN)
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_metrics(Stage.VALIDATION)
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_metrics(Stage.TEST)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics(Stage.TRAIN)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics(Stage.VALIDATION)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics(Stage.TEST)
+
+    # -- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        """``optimizer_factory(trainable parameters)`` and the optional ``scheduler_factory(optimizer)``."""
+        params = [p for p in self.collection.parameters() if p.requires_grad]
+        if not params:
+            raise BrickDefinitionError(
+                "BrickLightningModule: the collection has no parameter that requires gradients; "
+                "there is nothing to optimise (are all bricks BrickNotTrainable?)"
+            )
+        optimizer = self.optimizer_factory(params)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise BrickDefinitionError(
+                "BrickLightningModule: optimizer_factory(params) must return a torch.optim.Optimizer, "
+                f"got {type(optimizer).__name__}"
+            )
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        if isinstance(scheduler, Mapping):
+            if "scheduler" not in scheduler:
+                raise BrickDefinitionError(
+                    "BrickLightningModule: scheduler_factory(optimizer) returned a dict without the key "
+                    f"'scheduler'; got keys {sorted(scheduler)}, expected a Lightning scheduler dict like "
+                    "{'scheduler': ..., 'interval': 'step'}"
+                )
+            config = dict(scheduler)
+        elif hasattr(scheduler, "step") and hasattr(scheduler, "state_dict"):
+            config = {"scheduler": scheduler}
+        else:
+            raise BrickDefinitionError(
+                "BrickLightningModule: scheduler_factory(optimizer) must return a learning-rate scheduler or a "
+                f"Lightning scheduler dict, got {type(scheduler).__name__}"
+            )
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def load_collection_from_lightning_checkpoint(
+    path: str | Path, collection: BrickCollection, strict: bool = True, weights_only: bool = True
+) -> BrickCollection:
+    """Load the collection saved in a Lightning checkpoint of a :class:`BrickLightningModule`.
+
+    Args:
+        path: a ``.ckpt`` file written by Lightning (``ModelCheckpoint`` or ``trainer.save_checkpoint``).
+        collection: a freshly built collection with the same bricks; its weights are replaced.
+        strict: if True, every tensor of the collection must be in the checkpoint with the same
+            shape and the checkpoint may hold no other collection tensor; otherwise
+            :class:`~brickzoo.errors.WeightsError` lists the differences and nothing is loaded. If
+            False, the matching tensors are loaded and the rest is left as it is.
+        weights_only: read the file with ``torch.load(weights_only=True)`` (no code runs); pass
+            False only for trusted checkpoints holding other objects.
+
+    Returns:
+        ``collection``, with the checkpoint's weights.
+
+    Example:
+        >>> collection = load_collection_from_lightning_checkpoint("runs/last.ckpt", build_collection())
+        >>> collection({"images": images}, groups="MODEL")["head0/logits"]
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise WeightsError(f"Lightning checkpoint {file} does not exist or is not a file")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:
+        hint = "; if the file is trusted, pass weights_only=False" if weights_only else ""
+        raise WeightsError(f"cannot read Lightning checkpoint {file}: {type(exc).__name__}: {exc}{hint}") from exc
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, Mapping) else None
+    if not isinstance(state, Mapping):
+        got = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        raise WeightsError(f"{file} is not a Lightning checkpoint: expected a dict with 'state_dict', got {got}")
+    saved = {k.removeprefix(_CHECKPOINT_PREFIX): v for k, v in state.items() if k.startswith(_CHECKPOINT_PREFIX)}
+    if not saved and state:
+        examples = sorted(state)[:5]
+        raise WeightsError(
+            f"{file}: no tensor starts with '{_CHECKPOINT_PREFIX}' (got {examples}...); expected a checkpoint of a "
+            "BrickLightningModule"
+        )
+    own = collection.state_dict()
+    bricks = sorted((path for path, _ in collection.named_bricks()), key=len, reverse=True)
+
+    def where(key: str) -> str:  # "head.classify.model.weight" -> "brick 'head/classify': model.weight"
+        for path in bricks:
+            prefix = path.replace("/", ".") + "."
+            if key.startswith(prefix):
+                return f"brick '{path}': {key.removeprefix(prefix)}"
+        return key
+
+    problems = [f"{where(k)} (missing from the checkpoint)" for k in own if k not in saved]
+    problems += [f"{where(k)} (not in the collection)" for k in saved if k not in own]
+    problems += [
+        f"{where(k)} (checkpoint {list(v.shape)} vs collection {list(own[k].shape)})"
+        for k, v in saved.items()
+        if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if strict and problems:
+        raise WeightsError(
+            f"Lightning checkpoint {file} does not match the collection; nothing was loaded:\n  "
+            + "\n  ".join(problems)
+            + "\nuse strict=False to load what matches"
+        )
+    usable = {k: v for k, v in saved.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    collection.load_state_dict(usable, strict=False)
+    return collection
