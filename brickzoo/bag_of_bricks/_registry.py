@@ -61,3 +61,26 @@ def list_factories(kind: str | None = None) -> list[ZooEntry]:
 def _load_zoo() -> None:
     """Import the modules that register factories."""
     import brickzoo.bag_of_bricks  # noqa: F401
+
+
+def list_zoo() -> dict[str, list[str]]:
+    """What the zoo offers, for the CLI: registered factory names grouped by kind.
+
+    Keys are the plural kinds (``"preprocessors"``, ``"backbones"``, ``"necks"``, ``"heads"``), each
+    a sorted list of factory names (empty if none is registered). A factory that accepts model names
+    lists them in a ``zoo_examples`` attribute (``backbone_bricks`` lists its ``timm:`` and
+    ``torchvision:`` prefixes with examples); those are gathered under ``"<kind>_names"``
+    (``"backbone_names"``).
+
+    Example:
+        >>> list_zoo()["necks"]
+        ['fpn']
+    """
+    _load_zoo()
+    zoo: dict[str, list[str]] = {f"{kind}s": [] for kind in KINDS}
+    for entry in sorted(_REGISTRY.values(), key=lambda e: e.name):
+        zoo[f"{entry.kind}s"].append(entry.name)
+        examples = getattr(entry.factory, "zoo_examples", None)
+        if examples:
+            zoo.setdefault(f"{entry.kind}_names", []).extend(str(e) for e in examples)
+    return zoo

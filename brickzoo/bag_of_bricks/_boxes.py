@@ -1,0 +1,261 @@
+"""Box maths shared by the zoo's detection bricks, for what ``torchvision.ops`` does not offer.
+
+Everything here works on batched, fixed-size tensors (``[B, K, 4]`` with a validity mask instead of
+per-image lists), so it runs under ``torch.compile(fullgraph=True)`` and exports to ONNX with a
+dynamic batch. Boxes are ``(x1, y1, x2, y2)`` in input pixels throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "anchor_points",
+    "batched_nms_mask",
+    "boxes_to_ltrb",
+    "centerness_from_ltrb",
+    "greedy_nms_keep_sorted",
+    "level_points",
+    "ltrb_to_boxes",
+    "pairwise_box_iou",
+]
+
+
+def level_points(
+    height: int, width: int, stride: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The input-pixel centres of the cells of one feature map, row-major.
+
+    Cell ``(row, col)`` of a map with stride ``s`` covers input pixels ``[col*s, (col+1)*s)`` and its
+    point is the centre ``((col + 0.5) * s, (row + 0.5) * s)``.
+
+    Args:
+        height: feature map height ``H``.
+        width: feature map width ``W``.
+        stride: input pixels per feature pixel.
+        device: device of the result.
+        dtype: floating dtype of the result.
+
+    Returns:
+        points (Tensor[H * W, 2]): ``(x, y)`` per cell, in the order of ``feature.flatten(2)``.
+
+    Example:
+        >>> level_points(2, 3, stride=8).tolist()
+        [[4.0, 4.0], [12.0, 4.0], [20.0, 4.0], [4.0, 12.0], [12.0, 12.0], [20.0, 12.0]]
+    """
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) * stride  # [W]
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) * stride  # [H]
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")  # [H, W] each
+    return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)  # [H*W, 2]
+
+
+def anchor_points(
+    sizes: Sequence[tuple[int, int]],
+    strides: Sequence[int],
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points of several feature levels, concatenated level after level.
+
+    Args:
+        sizes: ``(H_l, W_l)`` per level.
+        strides: the stride of each level.
+        device: device of the results.
+        dtype: floating dtype of the results.
+
+    Returns:
+        ``(points, point_strides)``: points (Tensor[N, 2]) ``(x, y)`` in input pixels and
+        point_strides (Tensor[N]) the stride of each point's level, where ``N = sum(H_l * W_l)``.
+
+    Example:
+        >>> points, point_strides = anchor_points([(2, 2), (1, 1)], [8, 16])
+        >>> points.tolist(), point_strides.tolist()
+        ([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0], [8.0, 8.0]], [8.0, 8.0, 8.0, 8.0, 16.0])
+    """
+    points = [level_points(h, w, s, device, dtype) for (h, w), s in zip(sizes, strides, strict=True)]
+    point_strides = [
+        torch.full((p.shape[0],), float(s), device=device, dtype=dtype) for p, s in zip(points, strides, strict=True)
+    ]
+    return torch.cat(points, dim=0), torch.cat(point_strides, dim=0)
+
+
+def ltrb_to_boxes(points: torch.Tensor, ltrb: torch.Tensor) -> torch.Tensor:
+    """Decode distances from points to the four box sides into boxes.
+
+    Args:
+        points (Tensor[..., 2]): ``(x, y)``; broadcast against ``ltrb``.
+        ltrb (Tensor[..., 4]): distances ``(left, top, right, bottom)`` from each point.
+
+    Returns:
+        boxes (Tensor[..., 4]): ``(x - left, y - top, x + right, y + bottom)``.
+
+    Example:
+        >>> ltrb_to_boxes(torch.tensor([[12.0, 4.0]]), torch.tensor([[2.0, 4.0, 6.0, 8.0]])).tolist()
+        [[10.0, 0.0, 18.0, 12.0]]
+    """
+    top_left = points - ltrb[..., :2]  # [..., 2]
+    bottom_right = points + ltrb[..., 2:]  # [..., 2]
+    return torch.cat([top_left, bottom_right], dim=-1)
+
+
+def boxes_to_ltrb(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Distances from points to the sides of boxes, the inverse of :func:`ltrb_to_boxes`.
+
+    Args:
+        points (Tensor[..., 2]): ``(x, y)``; broadcast against ``boxes``.
+        boxes (Tensor[..., 4]): ``(x1, y1, x2, y2)``.
+
+    Returns:
+        ltrb (Tensor[..., 4]): ``(x - x1, y - y1, x2 - x, y2 - y)``; all positive iff the point
+        lies strictly inside the box.
+    """
+    return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], dim=-1)
+
+
+def centerness_from_ltrb(ltrb: torch.Tensor) -> torch.Tensor:
+    """FCOS centre-ness ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))``.
+
+    Args:
+        ltrb (Tensor[..., 4]): positive distances to the box sides.
+
+    Returns:
+        centerness (Tensor[...]): 1 at the box centre, falling to 0 at its border.
+    """
+    left_right = ltrb[..., [0, 2]]  # [..., 2]
+    top_bottom = ltrb[..., [1, 3]]  # [..., 2]
+    ratio = (left_right.min(dim=-1).values / left_right.max(dim=-1).values) * (
+        top_bottom.min(dim=-1).values / top_bottom.max(dim=-1).values
+    )
+    return ratio.clamp(min=0).sqrt()
+
+
+def pairwise_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair of boxes, batched (``torchvision.ops.box_iou`` for ``[..., N, 4]`` inputs).
+
+    The arithmetic is the one of torchvision's NMS kernel (``inter / (area1 + area2 - inter)``),
+    so thresholding it gives the same decisions bit for bit. Two empty boxes give NaN, which
+    compares False with any threshold (as in torchvision).
+
+    Args:
+        boxes1 (Tensor[..., N, 4]): ``(x1, y1, x2, y2)``.
+        boxes2 (Tensor[..., M, 4]): ``(x1, y1, x2, y2)``, same leading dimensions.
+
+    Returns:
+        iou (Tensor[..., N, M]).
+    """
+    # one [..., N, M] tensor per coordinate rather than [..., N, M, 2] ones: about 3x faster on CPU
+    x1, y1, x2, y2 = (c[..., :, None] for c in boxes1.unbind(-1))  # [..., N, 1] each
+    u1, v1, u2, v2 = (c[..., None, :] for c in boxes2.unbind(-1))  # [..., 1, M] each
+    area1 = (x2 - x1) * (y2 - y1)  # [..., N, 1]
+    area2 = (u2 - u1) * (v2 - v1)  # [..., 1, M]
+    width = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0)  # [..., N, M]
+    height = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp(min=0)  # [..., N, M]
+    inter = width * height  # [..., N, M]
+    return inter / (area1 + area2 - inter)
+
+
+def _undecided_left(kept: torch.Tensor, suppressed: torch.Tensor) -> torch.Tensor:
+    return (~(kept | suppressed)).any()
+
+
+def _decide_round(
+    overlaps: torch.Tensor, kept: torch.Tensor, suppressed: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round of greedy NMS on all candidates at once; decisions already taken never change.
+
+    A candidate is suppressed once a kept, better candidate overlaps it, and kept once every
+    better candidate that overlaps it is suppressed. The best undecided candidate is always
+    decided, so at most K rounds are needed; in practice a handful.
+    """
+    undecided = ~(kept | suppressed)  # [B, K]
+    hit = (overlaps & kept[:, None, :]).any(dim=-1)  # [B, K] a kept better box overlaps
+    suppressed = suppressed | (undecided & hit)
+    blocked = (overlaps & ~suppressed[:, None, :]).any(dim=-1)  # [B, K] an open better box overlaps
+    kept = kept | (undecided & ~hit & ~blocked)
+    return kept, suppressed
+
+
+def greedy_nms_keep_sorted(
+    boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """Exact class-aware greedy NMS of candidates already sorted by decreasing score, per image.
+
+    Keeps what ``torchvision.ops.batched_nms`` keeps on each image's valid candidates: going from
+    the best candidate down, a candidate is dropped when a kept candidate of the same label
+    overlaps it with IoU > ``iou_threshold``. Only fixed-size tensor ops are used: an IoU matrix
+    over the K candidates of each image and rounds of parallel decisions (:func:`_decide_round`).
+    The rounds run in a ``torch.while_loop`` when compiled or exported (an ONNX ``Loop``) and
+    in a Python loop in eager mode. Images never influence each other.
+
+    Args:
+        boxes (Tensor[B, K, 4]): ``(x1, y1, x2, y2)``, sorted by decreasing score along K.
+        labels (Tensor[B, K]): class of each candidate; only equal labels suppress each other.
+        valid (Tensor[B, K]): bool, the candidates taking part (e.g. above a score threshold).
+        iou_threshold: overlap above which the worse candidate is dropped.
+
+    Returns:
+        keep (Tensor[B, K]): bool, True for the candidates that survive.
+
+    Example:
+        >>> boxes = torch.tensor([[[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]]])
+        >>> greedy_nms_keep_sorted(boxes, torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool),
+        ...                        iou_threshold=0.5).tolist()
+        [[True, False, True]]
+    """
+    num = boxes.shape[1]
+    iou = pairwise_box_iou(boxes, boxes)  # [B, K, K]
+    better = torch.ones(num, num, dtype=torch.bool, device=boxes.device).tril(diagonal=-1)  # [K, K] j ranks above i
+    same_label = labels[:, :, None] == labels[:, None, :]  # [B, K, K]
+    overlaps = (iou > iou_threshold) & same_label & better  # [B, K, K] candidate j can suppress candidate i
+    kept = torch.zeros_like(valid)
+    suppressed = ~valid
+    if torch.compiler.is_compiling():
+
+        def body(kept: torch.Tensor, suppressed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return _decide_round(overlaps, kept, suppressed)
+
+        kept, suppressed = torch.while_loop(_undecided_left, body, (kept, suppressed))
+    else:  # eager: the same rounds, without compiling a while_loop on every call
+        while bool(_undecided_left(kept, suppressed)):
+            kept, suppressed = _decide_round(overlaps, kept, suppressed)
+    return kept
+
+
+def batched_nms_mask(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    iou_threshold: float,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Class-aware NMS per image on padded candidates, as a mask in the input order.
+
+    The fixed-shape counterpart of calling ``torchvision.ops.batched_nms`` on each image.
+
+    Args:
+        boxes (Tensor[B, K, 4]): ``(x1, y1, x2, y2)``.
+        scores (Tensor[B, K]): higher is better.
+        labels (Tensor[B, K]): class of each candidate.
+        iou_threshold: overlap above which the lower-scored candidate of a label is dropped.
+        valid (Tensor[B, K] | None): bool, candidates taking part; all when None.
+
+    Returns:
+        keep (Tensor[B, K]): bool, True for the candidates ``batched_nms`` would keep.
+
+    Example:
+        >>> boxes = torch.tensor([[[1.0, 1, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]]])
+        >>> batched_nms_mask(boxes, torch.tensor([[0.5, 0.9, 0.1]]), torch.zeros(1, 3, dtype=torch.long), 0.5).tolist()
+        [[False, True, True]]
+    """
+    if valid is None:
+        valid = torch.ones_like(scores, dtype=torch.bool)
+    order = scores.argsort(dim=1, descending=True, stable=True)  # [B, K]
+    keep_sorted = greedy_nms_keep_sorted(
+        boxes.gather(1, order[..., None].expand(-1, -1, 4)),
+        labels.gather(1, order),
+        valid.gather(1, order),
+        iou_threshold,
+    )  # [B, K] in score order
+    return torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)

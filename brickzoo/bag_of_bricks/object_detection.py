@@ -1,0 +1,736 @@
+"""Object detection: an anchor-free dense head in the FCOS style, its loss, post-processing, metrics and visualizer.
+
+The head runs a shared convolution tower over several feature levels (an FPN's, usually) and
+predicts, at every feature location, class logits, the distances to the four sides of a box and
+a centre-ness logit. Post-processing turns that into a fixed number of detections per image
+(padded), using only fixed-shape tensor ops, so the whole MODEL group exports to ONNX with a
+dynamic batch and runs under ``torch.compile(fullgraph=True)``.
+
+Tensor contract of the bricks built by :func:`object_detection_bricks` (``C = num_classes``,
+``N = sum(H_l * W_l)`` over the levels, ``K = max_detections``, ``M`` = ground-truth slots):
+
+- ``./cls_logits`` [B, N, C], ``./box_regression`` [B, N, 4] (boxes already decoded: xyxy in input
+  pixels), ``./centerness`` [B, N] (logits).
+- ``./boxes`` [B, K, 4] xyxy in input pixels, ``./scores`` [B, K] (0 for padding), ``./labels``
+  [B, K] int64 (-1 for padding), best detection first.
+- targets: boxes [B, M, 4] float xyxy in input pixels, labels [B, M] int64 padded with -1.
+
+Reference: Tian et al., "FCOS: Fully Convolutional One-Stage Object Detection", 2019; the code
+follows the structure of ``torchvision/models/detection/fcos.py`` without sharing its code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image, ImageDraw
+from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
+
+from brickzoo._bricks import (
+    BrickInterface,
+    BrickLoss,
+    BrickMetricSingle,
+    BrickNotTrainable,
+    BrickPerImageVisualization,
+    BrickTrainable,
+)
+from brickzoo.bag_of_bricks._boxes import (
+    anchor_points,
+    boxes_to_ltrb,
+    centerness_from_ltrb,
+    greedy_nms_keep_sorted,
+    ltrb_to_boxes,
+)
+from brickzoo.bag_of_bricks._draw import draw_label, get_font, image_to_pil, palette
+from brickzoo.bag_of_bricks._features import FeaturesArg, feature_levels
+from brickzoo.bag_of_bricks._registry import register_factory
+from brickzoo.errors import BrickDefinitionError, BrickInputError
+
+__all__ = [
+    "DetectionMeanAveragePrecision",
+    "DetectionPostprocessor",
+    "DetectionVisualizer",
+    "FCOSHead",
+    "FCOSLoss",
+    "object_detection_bricks",
+]
+
+# exp() of the regression output is clamped here: e^10 * stride is far beyond any image, and it
+# keeps an untrained head from producing inf.
+_MAX_LOG_DISTANCE = 10.0
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{list(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    return type(value).__name__
+
+
+def _conv_tower(channels: int, num_convs: int) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv, GroupNorm, ReLU) keeping ``channels``."""
+    layers: list[nn.Module] = []
+    for _ in range(num_convs):
+        layers += [
+            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
+            nn.GroupNorm(math.gcd(32, channels), channels),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+# -- head ---------------------------------------------------------------------------------------
+class FCOSHead(nn.Module):
+    """Dense anchor-free detection head shared over feature levels.
+
+    Each level is first projected to ``head_channels`` with a 1x1 convolution (only where its
+    channels differ), then a classification tower and a regression tower (``num_convs`` x conv,
+    GroupNorm, ReLU; shared by all levels) feed three 3x3 convolutions: class logits, box side
+    distances and centre-ness. Distances are ``exp(scale_l * x) * stride_l`` with one learnable
+    scale per level, measured from the centre of each feature cell (see
+    :func:`~brickzoo.bag_of_bricks._boxes.level_points`), and decoded to boxes here.
+
+    Args:
+        num_classes: number of object classes ``C`` (no background class).
+        in_channels: channels of each input level.
+        strides: stride of each input level, in input pixels.
+        head_channels: channels of the towers.
+        num_convs: convolutions per tower.
+        prior_probability: initial foreground probability of the class logits.
+
+    Shape:
+        - features: one ``[B, in_channels[l], H_l, W_l]`` tensor per level, in the order given.
+        - returns ``(cls_logits [B, N, C], boxes [B, N, 4], centerness [B, N])`` where ``boxes``
+          are decoded xyxy in input pixels, ``centerness`` are logits and ``N = sum(H_l * W_l)``,
+          locations ordered level by level, row-major within a level.
+
+    Example:
+        >>> head = FCOSHead(num_classes=3, in_channels=[8, 8], strides=[8, 16], head_channels=16)
+        >>> cls_logits, boxes, centerness = head(torch.rand(2, 8, 8, 8), torch.rand(2, 8, 4, 4))
+        >>> cls_logits.shape, boxes.shape, centerness.shape
+        (torch.Size([2, 80, 3]), torch.Size([2, 80, 4]), torch.Size([2, 80]))
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: Sequence[int],
+        strides: Sequence[int],
+        head_channels: int = 64,
+        num_convs: int = 2,
+        prior_probability: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if len(in_channels) != len(strides) or not strides:
+            raise BrickDefinitionError(
+                f"FCOSHead: expected one stride per input level, got {len(in_channels)} in_channels "
+                f"{list(in_channels)} and {len(strides)} strides {list(strides)}"
+            )
+        self.num_classes = num_classes
+        self.in_channels = [int(c) for c in in_channels]
+        self.strides = [int(s) for s in strides]
+        self.inputs = nn.ModuleList(
+            nn.Identity() if c == head_channels else nn.Conv2d(c, head_channels, kernel_size=1)
+            for c in self.in_channels
+        )
+        self.cls_tower = _conv_tower(head_channels, num_convs)
+        self.reg_tower = _conv_tower(head_channels, num_convs)
+        self.cls_logits = nn.Conv2d(head_channels, num_classes, kernel_size=3, padding=1)
+        self.box_distances = nn.Conv2d(head_channels, 4, kernel_size=3, padding=1)
+        self.centerness = nn.Conv2d(head_channels, 1, kernel_size=3, padding=1)
+        self.scales = nn.Parameter(torch.ones(len(self.strides)))
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                nn.init.zeros_(module.bias)  # type: ignore[arg-type]
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))  # type: ignore[arg-type]
+
+    def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if len(features) != len(self.strides):
+            raise BrickInputError(
+                f"FCOSHead: expected {len(self.strides)} feature levels (strides {self.strides}), got {len(features)}"
+            )
+        all_logits, all_boxes, all_centerness = [], [], []
+        for level, (x, project, stride) in enumerate(zip(features, self.inputs, self.strides, strict=True)):
+            if x.ndim != 4 or x.shape[1] != self.in_channels[level]:
+                raise BrickInputError(
+                    f"FCOSHead: feature level {level} (stride {stride}): expected "
+                    f"[B, {self.in_channels[level]}, H, W], got {_describe(x)}"
+                )
+            x = project(x)  # [B, D, H, W]
+            height, width = x.shape[-2:]
+            cls_logits = self.cls_logits(self.cls_tower(x))  # [B, C, H, W]
+            regression = self.reg_tower(x)  # [B, D, H, W]
+            log_distances = (self.scales[level] * self.box_distances(regression)).clamp(max=_MAX_LOG_DISTANCE)
+            distances = torch.exp(log_distances) * stride  # [B, 4, H, W]
+            centerness = self.centerness(regression)  # [B, 1, H, W]
+            points = anchor_points([(height, width)], [stride], device=x.device, dtype=distances.dtype)[0]  # [HW, 2]
+            all_logits.append(cls_logits.flatten(2).transpose(1, 2))  # [B, HW, C]
+            all_boxes.append(ltrb_to_boxes(points, distances.flatten(2).transpose(1, 2)))  # [B, HW, 4]
+            all_centerness.append(centerness.flatten(1))  # [B, HW]
+        return torch.cat(all_logits, dim=1), torch.cat(all_boxes, dim=1), torch.cat(all_centerness, dim=1)
+
+
+# -- post-processing ------------------------------------------------------------------------------
+class DetectionPostprocessor(nn.Module):
+    """Dense predictions to at most ``max_detections`` padded detections per image.
+
+    Per image: ``scores = sqrt(sigmoid(cls_logits) * sigmoid(centerness))`` for every (location,
+    class), the ``pre_nms_top_k`` best, boxes clipped to the image, candidates at or below
+    ``score_threshold`` dropped, class-aware NMS (exactly what ``torchvision.ops.batched_nms``
+    keeps, see :func:`~brickzoo.bag_of_bricks._boxes.greedy_nms_keep_sorted`), then the
+    ``max_detections`` best. Fixed-shape tensor ops only: an image's detections never depend on
+    the other images of its batch, and the module exports to ONNX with a dynamic batch and runs
+    under ``torch.compile(fullgraph=True)``. Gradients are not tracked.
+
+    Args:
+        max_detections: detections per image ``K`` (the output size).
+        score_threshold: candidates need a score above it.
+        nms_threshold: IoU above which the lower-scored box of a class is suppressed.
+        pre_nms_top_k: candidates per image entering NMS (costs ``O(pre_nms_top_k ** 2)`` memory).
+
+    Shape:
+        - cls_logits ``[B, N, C]``, boxes ``[B, N, 4]`` xyxy in input pixels, centerness ``[B, N]``
+          logits, images (optional) ``[B, 3, H, W]``, only read for ``H, W`` to clip the boxes.
+        - returns ``(boxes [B, K, 4], scores [B, K], labels [B, K] int64)``, best first; padding
+          has zero boxes, score 0 and label -1.
+
+    Example:
+        >>> post = DetectionPostprocessor(max_detections=5)
+        >>> boxes, scores, labels = post(torch.zeros(2, 10, 3), torch.rand(2, 10, 4), torch.zeros(2, 10))
+        >>> boxes.shape, scores.shape, labels.dtype
+        (torch.Size([2, 5, 4]), torch.Size([2, 5]), torch.int64)
+    """
+
+    def __init__(
+        self,
+        max_detections: int = 100,
+        score_threshold: float = 0.05,
+        nms_threshold: float = 0.6,
+        pre_nms_top_k: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.max_detections = max_detections
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.pre_nms_top_k = pre_nms_top_k
+
+    def forward(
+        self,
+        cls_logits: torch.Tensor,
+        boxes: torch.Tensor,
+        centerness: torch.Tensor,
+        images: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cls_logits, boxes, centerness = cls_logits.detach(), boxes.detach(), centerness.detach()
+        num_classes = cls_logits.shape[2]
+        scores = torch.sqrt(torch.sigmoid(cls_logits) * torch.sigmoid(centerness)[..., None])  # [B, N, C]
+        scores = scores.flatten(1)  # [B, N*C]
+        num_candidates = min(self.pre_nms_top_k, scores.shape[1])
+        scores, index = scores.topk(num_candidates, dim=1)  # [B, k] best first
+        location = torch.div(index, num_classes, rounding_mode="floor")  # [B, k]
+        labels = index - location * num_classes  # [B, k]
+        boxes = boxes.gather(1, location[..., None].expand(-1, -1, 4))  # [B, k, 4]
+        if images is not None:
+            height, width = images.shape[-2:]
+            x = boxes[..., 0::2].clamp(min=0, max=width)  # [B, k, 2]
+            y = boxes[..., 1::2].clamp(min=0, max=height)  # [B, k, 2]
+            boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)  # [B, k, 4]
+        keep = greedy_nms_keep_sorted(boxes, labels, scores > self.score_threshold, self.nms_threshold)  # [B, k]
+
+        # the kept candidates in rank order: a unique positive key per kept candidate, 0 otherwise
+        rank = torch.arange(num_candidates, 0, -1, device=scores.device, dtype=scores.dtype)  # [k]
+        num_outputs = min(self.max_detections, num_candidates)
+        key, pick = torch.where(keep, rank, 0).topk(num_outputs, dim=1)  # [B, K']
+        found = key > 0  # [B, K']
+        boxes = torch.where(found[..., None], boxes.gather(1, pick[..., None].expand(-1, -1, 4)), 0)  # [B, K', 4]
+        scores = torch.where(found, scores.gather(1, pick), 0)  # [B, K']
+        labels = torch.where(found, labels.gather(1, pick), -1)  # [B, K']
+        missing = self.max_detections - num_outputs
+        if missing > 0:  # fewer candidates than max_detections: pad to the fixed output size
+            boxes = F.pad(boxes, (0, 0, 0, missing))
+            scores = F.pad(scores, (0, missing))
+            labels = F.pad(labels, (0, missing), value=-1)
+        return boxes, scores, labels
+
+
+# -- loss ------------------------------------------------------------------------------------------
+class FCOSLoss(nn.Module):
+    """FCOS target assignment and losses.
+
+    A location is positive for a ground-truth box when its point lies inside the box, within
+    ``center_sampling_radius * stride`` of the box centre (in both x and y; None disables this),
+    and the largest distance from the point to the box sides fits the level's scale range
+    ``(4 * stride, 8 * stride]`` (from 0 for the finest level, unbounded for the coarsest). A
+    location matching several boxes takes the smallest. Losses, normalised over the batch:
+
+    - ``loss_cls``: sigmoid focal loss (``torchvision.ops.sigmoid_focal_loss``) over all
+      locations and classes, divided by the number of positives (at least 1);
+    - ``loss_box``: GIoU loss (``torchvision.ops.generalized_box_iou_loss``) of the positives'
+      decoded boxes, weighted by their centre-ness targets (weighted mean);
+    - ``loss_ctr``: BCE between centre-ness logits and targets over the positives, divided by
+      the number of positives (at least 1).
+
+    Images without objects give finite losses (only ``loss_cls`` is non-zero).
+
+    Args:
+        num_classes: number of object classes ``C``.
+        strides: stride of each feature level, in the order of the head's levels.
+        center_sampling_radius: radius of centre sampling in strides, or None.
+        focal_alpha: ``alpha`` of the focal loss.
+        focal_gamma: ``gamma`` of the focal loss.
+        target_names: names of the boxes and labels tensors, used in error messages.
+
+    Shape:
+        - cls_logits ``[B, N, C]``, boxes ``[B, N, 4]`` (decoded xyxy), centerness ``[B, N]``.
+        - target_boxes ``[B, M, 4]`` float xyxy in input pixels, target_labels ``[B, M]`` int64
+          padded with -1 (``M`` may be 0).
+        - features: the head's input levels, only read for their sizes ``(H_l, W_l)``.
+        - returns ``(loss_cls, loss_box, loss_ctr)``, scalars.
+
+    Raises:
+        BrickInputError: targets of the wrong type, shape or dtype, labels outside
+            ``[-1, num_classes)``, non-finite or inverted boxes.
+
+    Example:
+        >>> loss = FCOSLoss(num_classes=2, strides=[8])
+        >>> losses = loss(torch.zeros(1, 4, 2), torch.rand(1, 4, 4) * 16, torch.zeros(1, 4),
+        ...               torch.tensor([[[0.0, 0, 16, 16]]]), torch.tensor([[1]]), torch.zeros(1, 8, 2, 2))
+        >>> [round(float(v), 3) for v in losses[2:]]
+        [0.693]
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        strides: Sequence[int],
+        center_sampling_radius: float | None = 1.5,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        target_names: tuple[str, str] = ("boxes", "box_labels"),
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.strides = [int(s) for s in strides]
+        self.center_sampling_radius = center_sampling_radius
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.target_names = target_names
+
+    def check_targets(self, target_boxes: Any, target_labels: Any, batch_size: int) -> None:
+        """Raise :class:`BrickInputError` unless the targets follow the contract (see the class)."""
+        boxes_name, labels_name = self.target_names
+        if (
+            not isinstance(target_boxes, torch.Tensor)
+            or not target_boxes.is_floating_point()
+            or target_boxes.ndim != 3
+            or target_boxes.shape[-1] != 4
+        ):
+            raise BrickInputError(
+                f"{boxes_name}: expected float boxes [B, M, 4] (x1, y1, x2, y2 in input pixels), "
+                f"got {_describe(target_boxes)}"
+            )
+        if not isinstance(target_labels, torch.Tensor) or target_labels.dtype != torch.int64 or target_labels.ndim != 2:
+            raise BrickInputError(
+                f"{labels_name}: expected int64 labels [B, M] padded with -1, got {_describe(target_labels)}"
+            )
+        if target_labels.shape != target_boxes.shape[:2]:
+            raise BrickInputError(
+                f"{boxes_name} {_describe(target_boxes)} and {labels_name} {_describe(target_labels)} disagree: "
+                "expected boxes [B, M, 4] and labels [B, M] with the same B and M"
+            )
+        if target_boxes.shape[0] != batch_size:
+            raise BrickInputError(
+                f"{boxes_name}: batch size {target_boxes.shape[0]} differs from the predictions' {batch_size}"
+            )
+        if target_labels.numel() == 0:
+            return
+        low, high = int(target_labels.min()), int(target_labels.max())
+        if low < -1 or high >= self.num_classes:
+            raise BrickInputError(
+                f"{labels_name}: labels must be in [0, {self.num_classes - 1}] (num_classes={self.num_classes}) "
+                f"or -1 for padding; got values from {low} to {high}"
+            )
+        valid = target_labels >= 0  # [B, M]
+        real = target_boxes[valid]  # [P, 4]
+        if not bool(torch.isfinite(real).all()):
+            raise BrickInputError(f"{boxes_name}: boxes of real objects (label >= 0) must be finite, got NaN or inf")
+        inverted = (real[:, 2] < real[:, 0]) | (real[:, 3] < real[:, 1])  # [P]
+        if bool(inverted.any()):
+            first = [round(float(v), 2) for v in real[inverted][0]]
+            raise BrickInputError(
+                f"{boxes_name}: expected boxes as (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1, got "
+                f"{int(inverted.sum())} with x2 < x1 or y2 < y1, e.g. {first}; convert (x, y, w, h) boxes with "
+                "torchvision.ops.box_convert"
+            )
+
+    def assign_targets(
+        self, points: torch.Tensor, point_strides: torch.Tensor, target_boxes: torch.Tensor, target_labels: torch.Tensor
+    ) -> torch.Tensor:
+        """The ground-truth box each location is responsible for.
+
+        Args:
+            points (Tensor[N, 2]): location points ``(x, y)`` in input pixels.
+            point_strides (Tensor[N]): stride of each location's level.
+            target_boxes (Tensor[B, M, 4]): xyxy in input pixels.
+            target_labels (Tensor[B, M]): labels, -1 for padding.
+
+        Returns:
+            matched (Tensor[B, N]): int64 index into M of the matched box, -1 for background.
+        """
+        batch_size, num_boxes = target_labels.shape
+        if num_boxes == 0:
+            return torch.full((batch_size, points.shape[0]), -1, dtype=torch.int64, device=points.device)
+        ltrb = boxes_to_ltrb(points[None, :, None, :], target_boxes[:, None, :, :])  # [B, N, M, 4]
+        match = ltrb.min(dim=-1).values > 0  # [B, N, M] inside the box
+        if self.center_sampling_radius is not None:
+            centers = (target_boxes[..., :2] + target_boxes[..., 2:]) / 2  # [B, M, 2]
+            offset = (points[None, :, None, :] - centers[:, None, :, :]).abs().max(dim=-1).values  # [B, N, M]
+            match &= offset < self.center_sampling_radius * point_strides[None, :, None]
+        finest, coarsest = min(self.strides), max(self.strides)
+        lower = torch.where(point_strides == finest, 0.0, 4 * point_strides)  # [N]
+        upper = torch.where(point_strides == coarsest, math.inf, 8 * point_strides)  # [N]
+        reach = ltrb.max(dim=-1).values  # [B, N, M]
+        match &= (reach > lower[None, :, None]) & (reach <= upper[None, :, None])
+        match &= (target_labels >= 0)[:, None, :]
+        area = (target_boxes[..., 2] - target_boxes[..., 0]) * (target_boxes[..., 3] - target_boxes[..., 1])  # [B, M]
+        cost = torch.where(match, area[:, None, :], math.inf)  # [B, N, M]
+        best_cost, best = cost.min(dim=-1)  # [B, N]
+        return torch.where(torch.isfinite(best_cost), best, -1)
+
+    def forward(
+        self,
+        cls_logits: torch.Tensor,
+        boxes: torch.Tensor,
+        centerness: torch.Tensor,
+        target_boxes: torch.Tensor,
+        target_labels: torch.Tensor,
+        *features: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch_size, num_points, num_classes = cls_logits.shape
+        self.check_targets(target_boxes, target_labels, batch_size)
+        if len(features) != len(self.strides):
+            raise BrickInputError(f"expected {len(self.strides)} feature levels, got {len(features)}")
+        sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
+        points, point_strides = anchor_points(sizes, self.strides, device=boxes.device, dtype=boxes.dtype)
+        if points.shape[0] != num_points:
+            raise BrickInputError(
+                f"predictions have {num_points} locations but the feature levels of sizes {sizes} give "
+                f"{points.shape[0]}; expected the head's outputs for these features"
+            )
+        target_boxes = target_boxes.to(boxes.dtype)
+        matched = self.assign_targets(points, point_strides, target_boxes, target_labels)  # [B, N]
+        positive = matched >= 0  # [B, N]
+        normaliser = positive.sum().clamp(min=1).to(cls_logits.dtype)
+
+        index = matched.clamp(min=0)  # [B, N]
+        labels = target_labels.gather(1, index) if target_labels.shape[1] else torch.zeros_like(index)  # [B, N]
+        one_hot = F.one_hot(torch.where(positive, labels, num_classes), num_classes + 1)[..., :num_classes]  # [B, N, C]
+        loss_cls = torchvision.ops.sigmoid_focal_loss(
+            cls_logits, one_hot.to(cls_logits.dtype), alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+        )
+
+        if target_labels.shape[1]:
+            gt_boxes = target_boxes.gather(1, index[..., None].expand(-1, -1, 4))[positive]  # [P, 4]
+        else:
+            gt_boxes = boxes.new_zeros((0, 4))
+        gt_centerness = centerness_from_ltrb(
+            boxes_to_ltrb(points.expand(batch_size, -1, -1)[positive], gt_boxes)
+        )  # [P]
+        giou = torchvision.ops.generalized_box_iou_loss(boxes[positive], gt_boxes, reduction="none")  # [P]
+        loss_box = (giou * gt_centerness).sum() / gt_centerness.sum().clamp(min=1e-6)
+        loss_ctr = F.binary_cross_entropy_with_logits(centerness[positive], gt_centerness, reduction="sum")
+        return loss_cls / normaliser, loss_box, loss_ctr / normaliser
+
+
+# -- metrics -------------------------------------------------------------------------------------
+class DetectionMeanAveragePrecision(MeanAveragePrecision):
+    """COCO mAP (``torchmetrics`` ``MeanAveragePrecision``, pycocotools backend) fed from padded tensors.
+
+    ``update`` drops the padding (label -1) and builds the per-image lists of dicts torchmetrics
+    needs; ``compute`` returns its flat dict (``map``, ``map_50``, ``map_75``, ``mar_100``...).
+
+    Args:
+        **kwargs: passed to ``MeanAveragePrecision`` (``iou_thresholds``, ``class_metrics``...);
+            the box format is xyxy, the IoU type bbox and the backend pycocotools.
+
+    Shape:
+        update(boxes ``[B, K, 4]``, scores ``[B, K]``, labels ``[B, K]``, target_boxes ``[B, M, 4]``,
+        target_labels ``[B, M]``), xyxy in input pixels, labels -1 for padding.
+
+    Example:
+        >>> metric = DetectionMeanAveragePrecision()
+        >>> boxes, labels = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 0, 0]]]), torch.tensor([[1, -1]])
+        >>> metric.update(boxes, torch.tensor([[0.9, 0.0]]), labels, boxes, labels)
+        >>> float(metric.compute()["map_50"])
+        1.0
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(box_format="xyxy", iou_type="bbox", backend="pycocotools", **kwargs)
+
+    def update(  # type: ignore[override]
+        self,
+        boxes: torch.Tensor,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        target_boxes: torch.Tensor,
+        target_labels: torch.Tensor,
+    ) -> None:
+        if (
+            boxes.shape[:2] != labels.shape
+            or scores.shape != labels.shape
+            or target_boxes.shape[:2] != target_labels.shape
+        ):
+            raise BrickInputError(
+                f"DetectionMeanAveragePrecision: expected boxes [B, K, 4], scores [B, K], labels [B, K], "
+                f"target boxes [B, M, 4] and target labels [B, M]; got {_describe(boxes)}, {_describe(scores)}, "
+                f"{_describe(labels)}, {_describe(target_boxes)}, {_describe(target_labels)}"
+            )
+        if boxes.shape[0] != target_boxes.shape[0]:
+            raise BrickInputError(
+                f"DetectionMeanAveragePrecision: {boxes.shape[0]} images of predictions but "
+                f"{target_boxes.shape[0]} of targets"
+            )
+        predictions = [
+            {"boxes": b[keep], "scores": s[keep], "labels": lab[keep]}
+            for b, s, lab in zip(boxes.detach(), scores.detach(), labels, strict=True)
+            for keep in [lab >= 0]
+        ]
+        targets = [
+            {"boxes": b[lab >= 0], "labels": lab[lab >= 0]} for b, lab in zip(target_boxes, target_labels, strict=True)
+        ]
+        super().update(predictions, targets)
+
+
+# -- visualization ---------------------------------------------------------------------------------
+class DetectionVisualizer:
+    """Draw one image's detections: boxes in class colours with ``"name score"`` labels.
+
+    Images smaller than ``min_size`` (shorter side) are enlarged first so labels stay readable.
+    Padding (label -1) and detections scoring below ``min_score`` are skipped; the best
+    detections are drawn last, on top.
+
+    Args:
+        num_classes: number of classes (fixes the palette).
+        class_names: a name per class; the class index is written when None.
+        min_score: detections scoring below it are not drawn.
+        min_size: the shorter side of the drawing is enlarged to at least this many pixels.
+        line_width: box outline width in pixels of the drawing.
+
+    Shape:
+        ``__call__(image [H, W, 3] (float in [0, 1] or uint8), boxes [K, 4] xyxy in input pixels,
+        scores [K], labels [K])`` (numpy arrays or tensors) returns a ``PIL.Image.Image``.
+
+    Example:
+        >>> draw = DetectionVisualizer(num_classes=2, class_names=["cat", "dog"])
+        >>> image = draw(np.zeros((32, 32, 3)), np.array([[4.0, 4, 20, 20]]), np.array([0.9]), np.array([1]))
+        >>> image.size
+        (256, 256)
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        min_score: float = 0.3,
+        min_size: int = 256,
+        line_width: int = 2,
+    ) -> None:
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else None
+        self.min_score = min_score
+        self.min_size = min_size
+        self.line_width = line_width
+
+    def _name(self, label: int) -> str:
+        if self.class_names is not None and 0 <= label < len(self.class_names):
+            return self.class_names[label]
+        return str(label)
+
+    def __call__(self, image: Any, boxes: Any, scores: Any, labels: Any) -> Image.Image:
+        picture = image_to_pil(image)
+        width, height = picture.size
+        zoom = max(1, math.ceil(self.min_size / max(1, min(width, height))))
+        if zoom > 1:
+            picture = picture.resize((width * zoom, height * zoom), Image.Resampling.NEAREST)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * zoom  # [K, 4] in drawing pixels
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)  # [K]
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)  # [K]
+        colours = palette(max(1, self.num_classes))
+        font = get_font(max(10, min(16, picture.size[1] // 20)))
+        draw = ImageDraw.Draw(picture)
+        shown = [i for i in np.argsort(scores, kind="stable") if labels[i] >= 0 and scores[i] >= self.min_score]
+        for i in shown:
+            colour = colours[int(labels[i]) % len(colours)]
+            x1, y1, x2, y2 = (float(v) for v in boxes[i])
+            x2, y2 = max(x1, x2), max(y1, y2)
+            # a dark 1 px rim on both sides keeps the outline visible on objects of the same colour
+            draw.rectangle((x1 - 1, y1 - 1, x2 + 1, y2 + 1), outline=(0, 0, 0), width=self.line_width + 2)
+            draw.rectangle((x1, y1, x2, y2), outline=colour, width=self.line_width)
+            text = f"{self._name(int(labels[i]))} {scores[i]:.2f}"
+            text_height = draw.textbbox((0, 0), text, font=font)[3]
+            top = y1 - text_height - 3 if y1 - text_height - 3 >= 0 else y1 + 2  # above the box, else inside
+            draw_label(draw, (x1 + 2, top), text, colour, font)
+        return picture
+
+
+# -- factory -------------------------------------------------------------------------------------
+def _check_factory_arguments(
+    num_classes: int,
+    class_names: Sequence[str] | None,
+    targets: Sequence[str],
+    head_channels: int,
+    num_convs: int,
+    max_detections: int,
+    score_threshold: float,
+    nms_threshold: float,
+    pre_nms_top_k: int,
+) -> None:
+    owner = "object_detection_bricks"
+    problems = []
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        problems.append(f"num_classes must be an int >= 1, got {num_classes!r}")
+    elif class_names is not None and len(class_names) != num_classes:
+        problems.append(f"class_names must hold num_classes={num_classes} names, got {len(class_names)}")
+    if isinstance(targets, str) or len(targets) != 2 or not all(isinstance(t, str) and t for t in targets):
+        problems.append(f"targets must be the two names (boxes, labels), e.g. ('boxes', 'box_labels'), got {targets!r}")
+    for name, value, least in [
+        ("head_channels", head_channels, 1),
+        ("num_convs", num_convs, 0),
+        ("max_detections", max_detections, 1),
+        ("pre_nms_top_k", pre_nms_top_k, 1),
+    ]:
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            problems.append(f"{name} must be an int >= {least}, got {value!r}")
+    for name, threshold in [("score_threshold", score_threshold), ("nms_threshold", nms_threshold)]:
+        if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            problems.append(f"{name} must be a number in [0, 1], got {threshold!r}")
+    if problems:
+        raise BrickDefinitionError(f"{owner}: " + "; ".join(problems))
+
+
+@register_factory("object_detection", "head")
+def object_detection_bricks(
+    num_classes: int,
+    features: FeaturesArg,
+    targets: Sequence[str] = ("boxes", "box_labels"),
+    images: str = "images",
+    in_channels: int | None = None,
+    class_names: Sequence[str] | None = None,
+    head_channels: int = 64,
+    num_convs: int = 2,
+    max_detections: int = 100,
+    score_threshold: float = 0.05,
+    nms_threshold: float = 0.6,
+    pre_nms_top_k: int = 1000,
+) -> dict[str, BrickInterface]:
+    """Bricks of an anchor-free FCOS-style object detector over several feature levels.
+
+    Nest the returned dict under a key (``{"detect": object_detection_bricks(...)}``): its outputs
+    are relative names, and at the root ``./boxes`` would be the dataset's ``boxes``.
+
+    Reads: the feature levels (absolute names from ``features``), ``images`` (``[B, 3, H, W]``,
+    for clipping and drawing) and ``targets`` (boxes ``[B, M, 4]`` float xyxy in input pixels and
+    labels ``[B, M]`` int64 padded with -1). Writes, relative to where the dict is nested:
+
+    - ``head`` (MODEL, :class:`FCOSHead`): ``./cls_logits`` [B, N, C], ``./box_regression``
+      [B, N, 4] (decoded boxes, xyxy in input pixels), ``./centerness`` [B, N] logits;
+    - ``postprocess`` (MODEL, :class:`DetectionPostprocessor`): ``./boxes`` [B, K, 4],
+      ``./scores`` [B, K], ``./labels`` [B, K] int64, ``K = max_detections``, padding with
+      score 0 and label -1;
+    - ``loss`` (LOSS, :class:`FCOSLoss`): ``./loss_cls``, ``./loss_box``, ``./loss_ctr``;
+    - ``metrics`` (METRIC, :class:`DetectionMeanAveragePrecision`): ``summarize()`` gives
+      ``<path>/map``, ``<path>/map_50``, ``<path>/map_75``, ``<path>/mar_100``...;
+    - ``visualize`` (VISUALIZATION, :class:`DetectionVisualizer`): ``./visualization``, one
+      pillow image per image.
+
+    Args:
+        num_classes: number of object classes (no background class).
+        features: the levels to detect on, with their strides: a list of ``FeatureLevel``, or the
+            bricks of ``fpn_bricks``/``backbone_bricks`` (anything ``feature_levels()`` accepts
+            that carries strides).
+        targets: names of the ground-truth boxes and labels.
+        images: name of the input images.
+        in_channels: channels when ``features`` is a tensor name (which has no stride, so it
+            is rejected; kept for the zoo's common vocabulary).
+        class_names: one name per class, for the visualizer.
+        head_channels: channels of the head's towers.
+        num_convs: convolutions per tower.
+        max_detections: detections per image after post-processing.
+        score_threshold: detections need a score above it.
+        nms_threshold: IoU above which NMS drops the lower-scored box of a class.
+        pre_nms_top_k: candidates per image entering NMS.
+
+    Returns:
+        ``{"head", "postprocess", "loss", "metrics", "visualize"}`` bricks.
+
+    Raises:
+        BrickDefinitionError: invalid arguments, or a level without a stride.
+
+    Example:
+        >>> from brickzoo import BrickCollection
+        >>> from brickzoo.bag_of_bricks._features import FeatureLevel
+        >>> levels = [FeatureLevel("features/level3", 16, 8), FeatureLevel("features/level4", 16, 16)]
+        >>> model = BrickCollection({"detect": object_detection_bricks(num_classes=3, features=levels)})
+        >>> named = {"images": torch.rand(2, 3, 64, 64), "features/level3": torch.rand(2, 16, 8, 8),
+        ...          "features/level4": torch.rand(2, 16, 4, 4)}
+        >>> outputs = model(named, groups={"MODEL"})
+        >>> outputs["detect/boxes"].shape, outputs["detect/scores"].shape, outputs["detect/labels"].shape
+        (torch.Size([2, 100, 4]), torch.Size([2, 100]), torch.Size([2, 100]))
+    """
+    owner = "object_detection_bricks"
+    _check_factory_arguments(
+        num_classes,
+        class_names,
+        targets,
+        head_channels,
+        num_convs,
+        max_detections,
+        score_threshold,
+        nms_threshold,
+        pre_nms_top_k,
+    )
+    levels = feature_levels(features, in_channels, owner=owner)
+    no_stride = [level.name for level in levels if level.stride <= 0]
+    if no_stride:
+        raise BrickDefinitionError(
+            f"{owner}: detection needs the stride of every feature level, got none for {no_stride}; pass "
+            "FeatureLevel(name, channels, stride) objects or the bricks of backbone_bricks/fpn_bricks"
+        )
+    level_names = [level.name for level in levels]
+    strides = [level.stride for level in levels]
+    boxes_name, labels_name = targets
+    raw = ["./cls_logits", "./box_regression", "./centerness"]
+    detections = ["./boxes", "./scores", "./labels"]
+    return {
+        "head": BrickTrainable(
+            FCOSHead(num_classes, [level.channels for level in levels], strides, head_channels, num_convs),
+            input_names=level_names,
+            output_names=raw,
+        ),
+        "postprocess": BrickNotTrainable(
+            DetectionPostprocessor(max_detections, score_threshold, nms_threshold, pre_nms_top_k),
+            input_names=[*raw, images],
+            output_names=detections,
+        ),
+        "loss": BrickLoss(
+            FCOSLoss(num_classes, strides, target_names=(boxes_name, labels_name)),
+            input_names=[*raw, boxes_name, labels_name, *level_names],
+            output_names=["./loss_cls", "./loss_box", "./loss_ctr"],
+        ),
+        "metrics": BrickMetricSingle(
+            DetectionMeanAveragePrecision(), input_names=[*detections, boxes_name, labels_name]
+        ),
+        "visualize": BrickPerImageVisualization(
+            DetectionVisualizer(num_classes, class_names),
+            input_names=[images, *detections],
+            output_names=["./visualization"],
+        ),
+    }

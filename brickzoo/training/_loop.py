@@ -1,0 +1,644 @@
+"""The training loop, :func:`fit`, and :func:`evaluate`.
+
+One training step is::
+
+    outputs = collection(batch, stage=Stage.TRAIN)          # MODEL + LOSS + METRIC bricks
+    loss = sum(weight[name] * value for name, value in collection.extract_losses(outputs).items())
+    loss.backward(); clip_grad_norm_(...); optimizer.step(); scheduler.step()
+
+Batches are dicts of named tensors from plain DataLoaders; nothing here knows about a task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import RandomSampler
+from tqdm.auto import tqdm
+
+from brickzoo._collection import BrickCollection
+from brickzoo._groups import Stage
+from brickzoo._names import resolve_name
+from brickzoo.errors import (
+    BrickDefinitionError,
+    BrickOutputError,
+    BrickRuntimeError,
+    ConfigError,
+    DataError,
+    MissingInputsError,
+    WeightsError,
+)
+from brickzoo.training._checkpoint import (
+    capture_rng_state,
+    find_checkpoint,
+    load_trainer_state,
+    preserved_rng,
+    restore_rng_state,
+    save_checkpoint,
+)
+from brickzoo.training._config import TrainConfig
+from brickzoo.training._finetune import build_optimizer, freeze
+from brickzoo.training._run_folder import (
+    TRAIN_CONFIG_FILE,
+    VISUALIZATION_GROUPS,
+    has_visualizations,
+    read_metrics,
+    scalars,
+    to_python,
+    write_config,
+    write_final_metrics,
+    write_graph,
+    write_loss_curves,
+    write_metrics,
+    write_predictions,
+)
+from brickzoo.training._schedule import build_scheduler
+
+Batch = Mapping[str, Any]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        history: one record per epoch, as in ``metrics.jsonl``: ``epoch``, ``step``, ``lr``,
+            ``seconds``, ``train/<loss or metric>``, ``train/images_per_second`` and
+            ``val/<loss or metric>`` (scalars only).
+        final_metrics: the last epoch's record plus its non-scalar metrics (confusion matrices) as
+            nested lists, as in ``final_metrics.json``.
+        epochs_completed: epochs done, counting those of the run resumed.
+        global_step: optimizer steps done, counting those of the run resumed.
+        seconds: wall time of this call.
+        run_dir: the run folder, if any.
+        checkpoint: the last checkpoint folder written, if any.
+    """
+
+    history: list[dict[str, Any]]
+    final_metrics: dict[str, Any]
+    epochs_completed: int
+    global_step: int
+    seconds: float
+    run_dir: Path | None = None
+    checkpoint: Path | None = None
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` becomes ``cuda`` when available, else ``cpu``; asking for a missing GPU raises ConfigError."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r}, but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators (CUDA's included)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _Precision:
+    """Autocast, plus a gradient scaler for fp16, as ``amp`` asks and the device allows."""
+
+    def __init__(self, amp: str, device: torch.device) -> None:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        if dtype is torch.float16 and device.type != "cuda":
+            warnings.warn(
+                f"amp='fp16' needs a CUDA device; running in float32 on {device} instead "
+                "(amp='bf16' also runs on the CPU)",
+                stacklevel=3,
+            )
+            dtype = None
+        self.device_type = device.type
+        self.dtype = dtype
+        self.scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def _move(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return [v.to(device, non_blocking=True) for v in value]
+    return value
+
+
+def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
+    return {name: _move(value, device) for name, value in batch.items()}
+
+
+def _batch_size(batch: Batch) -> int:
+    """The number of images of a batch: ``images``' first dimension, else the first tensor's."""
+    images = batch.get("images")
+    if isinstance(images, torch.Tensor) and images.ndim:
+        return int(images.shape[0])
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.ndim:
+            return int(value.shape[0])
+    return 1
+
+
+def _check_batch(batch: Any, collection: BrickCollection, groups: Any, what: str) -> None:
+    """Raise if a batch is not a dict or lacks names that the group selection reads.
+
+    Raises:
+        DataError: the batch is not a dict of named tensors.
+        MissingInputsError: names are missing; the message names them and the bricks reading them.
+    """
+    if not isinstance(batch, Mapping):
+        raise DataError(
+            f"{what} must yield dicts of named tensors such as {{'images': Tensor[B, 3, H, W], 'labels': "
+            f"Tensor[B]}}, got a {type(batch).__name__}"
+        )
+    required = collection.required_inputs(groups)
+    missing = sorted(set(required) - set(batch))
+    if not missing:
+        return
+    readers = []
+    for path, brick in collection.named_bricks():
+        raw = brick.input_names
+        names = {
+            resolve_name(n, path.rpartition("/")[0], path) for n in (raw.values() if isinstance(raw, dict) else raw)
+        }
+        needed = sorted(names & set(missing))
+        if needed:
+            readers.append(f"brick '{path}' reads {needed}")
+    selection = groups.value if isinstance(groups, Stage) else sorted(groups)
+    raise MissingInputsError(
+        f"{what}: the batches lack {missing}, which the {selection} bricks need; the batches hold "
+        f"{sorted(batch)}, expected all of {required}\n  " + "\n  ".join(readers)
+    )
+
+
+def _total_loss(losses: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+    """The weighted sum of the loss tensors (weight 1 for names not in ``weights``)."""
+    terms = [value * weights[name] if name in weights else value for name, value in losses.items()]
+    return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
+
+
+def _check_losses(losses: Mapping[str, Any]) -> None:
+    for name, value in losses.items():
+        if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.dtype.is_floating_point:
+            got = (
+                f"Tensor{list(value.shape)} {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+            )
+            raise BrickOutputError(
+                f"loss {name!r}: expected a scalar float tensor to minimise, got {got}; reduce it (e.g. .mean())"
+            )
+
+
+def _check_training_setup(collection: BrickCollection, config: TrainConfig) -> list[str]:
+    """The loss names; raises before anything runs if the collection cannot be trained as configured."""
+    produced = set(collection.produced_outputs(Stage.TRAIN))
+    loss_names = [name for name in collection.loss_names() if name in produced]
+    if not loss_names:
+        bricks = [path for path, _ in collection.named_bricks()]
+        raise BrickDefinitionError(
+            f"fit: the collection has no loss brick in the {Stage.TRAIN.value} selection "
+            f"(groups {sorted(Stage.TRAIN.groups)}), so there is nothing to minimise; add a BrickLoss. "
+            f"Bricks: {bricks}"
+        )
+    unknown = sorted(set(config.loss_weights) - set(loss_names))
+    if unknown:
+        raise ConfigError(
+            f"TrainConfig.loss_weights names {unknown}, which are not losses; the losses are {loss_names}"
+        )
+    return loss_names
+
+
+def _seed_epoch_order(loader: Any, seed: int, epoch: int) -> None:
+    """Make the shuffled order (and worker seeds) of an epoch depend on (seed, epoch) only.
+
+    A sampler with ``set_epoch`` (``DistributedSampler``) gets ``set_epoch(epoch)``. A
+    ``RandomSampler``'s generator (one is given to it if it has none) and the loader's own
+    generator, which seeds the workers, are re-seeded with ``seed * 100003 + epoch``.
+    """
+    epoch_seed = seed * 100_003 + epoch
+    sampler = getattr(loader, "sampler", None)
+    if callable(getattr(sampler, "set_epoch", None)):
+        sampler.set_epoch(epoch)  # type: ignore[union-attr]
+    elif isinstance(sampler, RandomSampler):
+        if sampler.generator is None:
+            sampler.generator = torch.Generator()
+        sampler.generator.manual_seed(epoch_seed)
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator) and generator is not getattr(sampler, "generator", None):
+        generator.manual_seed(epoch_seed)
+
+
+def _steps_per_epoch(loader: Any, config: TrainConfig) -> int:
+    if isinstance(loader, Sized):
+        length = len(loader)
+        if length == 0:
+            raise DataError("train_loader is empty: it yields no batch")
+        return min(length, config.steps_per_epoch) if config.steps_per_epoch else length
+    if config.steps_per_epoch is None:
+        raise ConfigError(
+            f"train_loader ({type(loader).__name__}) has no length, so the schedule cannot be planned; "
+            "set TrainConfig.steps_per_epoch"
+        )
+    return config.steps_per_epoch
+
+
+def _first_batch(loader: Iterable[Any], what: str) -> Any:
+    """The first batch of a loader, without changing any global random generator."""
+    with preserved_rng():
+        for batch in loader:
+            return batch
+    raise DataError(f"{what} is empty: it yields no batch")
+
+
+def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}/{name}": value for name, value in values.items()}
+
+
+def _summary_line(record: Mapping[str, Any], loss_names: Iterable[str]) -> str:
+    """One readable line per epoch: lr, total losses, metrics, speed (single losses are in the totals)."""
+    hidden = {"epoch", "step", *(f"{stage}/{name}" for stage in ("train", "val") for name in loss_names)}
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in hidden and isinstance(v, float))
+    return f"epoch {record['epoch']} (step {record['step']}): {shown}"
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+def evaluate(
+    collection: BrickCollection,
+    loader: Iterable[Batch],
+    device: str | torch.device = "auto",
+    stage: Stage | str = Stage.TEST,
+    *,
+    loss_weights: Mapping[str, float] | None = None,
+    amp: str = "none",
+    max_batches: int | None = None,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Run a stage's bricks over a loader in eval mode without gradients and summarize the metrics.
+
+    The metrics are reset first and after, so earlier batches never mix in. The collection is
+    moved to ``device`` and its train/eval mode is restored afterwards.
+
+    Args:
+        collection: the bricks.
+        loader: yields dicts of named tensors holding what the stage's bricks read.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``... or a ``torch.device``.
+        stage: the stage whose groups run (TEST: MODEL, LOSS and METRIC bricks).
+        loss_weights: weights of the losses in the total ``loss`` (1 for names not given).
+        amp: ``"none"`` | ``"bf16"`` | ``"fp16"`` autocast.
+        max_batches: stop after this many batches.
+        quiet: no progress bar.
+
+    Returns:
+        ``loss`` (the weighted total) and each loss by name, averaged over images, when the stage
+        runs loss bricks; then every metric by name (``head0/accuracy``): numbers for scalars,
+        nested lists for tensors such as confusion matrices.
+
+    Raises:
+        MissingInputsError: the first batch lacks names the stage needs.
+        DataError: the loader yields nothing.
+
+    Example:
+        >>> metrics = evaluate(collection, test_loader, stage=Stage.TEST)  # doctest: +SKIP
+        >>> metrics["head0/accuracy"]  # doctest: +SKIP
+        0.93
+    """
+    stage = Stage(stage)
+    device = resolve_device(device)
+    collection.to(device)
+    precision = _Precision(amp, device)
+    weights = dict(loss_weights or {})
+    sums: dict[str, torch.Tensor] = {}
+    images = 0
+    was_training = collection.training
+    collection.eval()
+    collection.reset_metrics()
+    try:
+        with torch.no_grad():
+            for index, raw in enumerate(tqdm(loader, desc=stage.value.lower(), disable=quiet, leave=False)):
+                if max_batches is not None and index >= max_batches:
+                    break
+                if index == 0:
+                    _check_batch(raw, collection, stage, f"{stage.value.lower()} loader")
+                batch = _to_device(raw, device)
+                with precision.autocast():
+                    outputs = collection(batch, stage=stage)
+                losses = collection.extract_losses(outputs)
+                size = _batch_size(batch)
+                images += size
+                if losses:
+                    parts = {"loss": _total_loss(losses, weights)} | {k: v for k, v in losses.items() if k != "loss"}
+                    for name, value in parts.items():
+                        value = value.detach().float() * size
+                        sums[name] = sums[name] + value if name in sums else value
+    finally:
+        collection.train(was_training)
+    if images == 0:
+        collection.reset_metrics()
+        raise DataError(f"evaluate: the {stage.value.lower()} loader yielded no batch")
+    results: dict[str, Any] = {name: float(total) / images for name, total in sums.items()}
+    results.update(to_python(collection.summarize(reset=True)))
+    return results
+
+
+# -- training --------------------------------------------------------------------------------------
+@dataclass
+class _Trainer:
+    """What one :func:`fit` call trains with: the collection, optimizer, schedule and step counter."""
+
+    collection: BrickCollection
+    config: TrainConfig
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    precision: _Precision
+    steps_per_epoch: int
+    global_step: int = 0
+
+    def __post_init__(self) -> None:
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the last step taken, for bricks without an lr multiplier."""
+        return self.config.lr * self.scheduler.lr_lambdas[0](max(self.global_step - 1, 0))
+
+    def step(self, batch: dict[str, Any], check: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimizer step on a batch already on the device; returns the total loss and each loss."""
+        with self.precision.autocast():
+            outputs = self.collection(batch, stage=Stage.TRAIN)  # MODEL + LOSS + METRIC bricks
+            losses = self.collection.extract_losses(outputs)
+            if check:
+                _check_losses(losses)
+            total = _total_loss(losses, self.config.loss_weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler = self.precision.scaler
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.unscale_(self.optimizer)  # clip the true gradients
+        else:
+            total.backward()
+        if self.config.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip_norm)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.global_step += 1
+        return total, losses
+
+    def train_epoch(self, loader: Iterable[Batch], epoch: int, bar: Any) -> dict[str, Any]:
+        """Train one epoch (0-based ``epoch``); returns the mean losses, the train metrics and images/s."""
+        started = time.perf_counter()
+        self.collection.train()
+        self.collection.reset_metrics()
+        _seed_epoch_order(loader, self.config.seed, epoch)
+        sums: dict[str, torch.Tensor] = {}
+        images = 0
+        for index, raw in enumerate(loader):
+            if index >= self.steps_per_epoch:
+                break
+            if index == 0:
+                _check_batch(raw, self.collection, Stage.TRAIN, "train_loader")
+            batch = _to_device(raw, self.device)
+            total, losses = self.step(batch, check=index == 0)
+            size = _batch_size(batch)
+            images += size
+            for name, value in ({"loss": total} | {k: v for k, v in losses.items() if k != "loss"}).items():
+                value = value.detach().float() * size  # summed per image; no device sync
+                sums[name] = sums[name] + value if name in sums else value
+            if self.global_step % self.config.log_every == 0:
+                loss = float(total.detach())
+                if not math.isfinite(loss):
+                    parts = {name: float(v.detach()) for name, v in losses.items()}
+                    raise BrickRuntimeError(
+                        f"the training loss became {loss} at epoch {epoch + 1}, step {self.global_step} "
+                        f"(losses {parts}); lower the lr, clip gradients or check the data"
+                    )
+                speed = images / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{speed:.1f}", refresh=False)
+            bar.update(1)
+        results: dict[str, Any] = {name: float(total) / max(images, 1) for name, total in sums.items()}
+        results.update(to_python(self.collection.summarize(reset=True)))
+        results["images_per_second"] = images / max(time.perf_counter() - started, 1e-9)
+        return results
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        """Everything beyond the weights that an exact resume needs (all readable with weights_only=True)."""
+        return {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else {},
+            "rng": capture_rng_state(),
+            "data_seed": self.config.seed,
+            "steps_per_epoch": self.steps_per_epoch,
+            "config": self.config.to_dict(),
+        }
+
+    def resume(self, checkpoint: Path) -> int:
+        """Load a checkpoint's weights, optimizer, schedule, counters and RNG states; return its epoch."""
+        state = load_trainer_state(checkpoint)
+        self.collection.load_bricks(checkpoint, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.precision.scaler is not None and state.get("scaler"):
+            self.precision.scaler.load_state_dict(state["scaler"])
+        then, now = state["config"], self.config.to_dict()
+        changed = {key: (value, then.get(key)) for key, value in now.items() if then.get(key) != value}
+        if changed or state.get("steps_per_epoch") != self.steps_per_epoch:
+            warnings.warn(
+                f"resuming {checkpoint} with other settings than it was trained with ({{key: (now, then)}}): "
+                f"{changed}; steps per epoch now {self.steps_per_epoch}, then {state.get('steps_per_epoch')}",
+                stacklevel=3,
+            )
+        self.global_step = int(state["global_step"])
+        restore_rng_state(state["rng"])
+        return int(state["epoch"])
+
+
+def fit(
+    collection: BrickCollection,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch] | None = None,
+    config: TrainConfig | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    *,
+    stop_after_epoch: int | None = None,
+    quiet: bool = False,
+) -> FitResult:
+    """Train a collection's MODEL bricks on its losses; validate each epoch; write a run folder.
+
+    Before the first step, it checks that the collection has loss bricks, that the loss weights
+    name losses, and that the batches hold every name the TRAIN (and VALIDATION) selection reads.
+    Each epoch then trains (train metrics reset at its start), validates with :func:`evaluate`
+    under the VALIDATION stage, appends a record to ``metrics.jsonl`` and, every
+    ``checkpoint_every_epochs``, writes an atomic checkpoint.
+
+    The data order of epoch ``e`` depends only on ``config.seed`` and ``e``: the train loader's
+    ``RandomSampler`` generator and its own generator (worker seeds) are re-seeded with
+    ``seed * 100003 + e`` (a sampler with ``set_epoch``, like ``DistributedSampler``, gets
+    ``set_epoch(e)``). With the RNG states saved in the checkpoint, ``resume=True`` continues
+    exactly where the checkpoint left off: on the CPU with a fixed number of threads, 2 epochs
+    + 2 resumed epochs give the same weights as 4 in a row.
+
+    Args:
+        collection: the bricks; trained in place and moved to the config's device.
+        train_loader: yields dicts of named tensors (``{"images": ..., "labels": ...}``).
+        val_loader: the same for validation; None skips validation.
+        config: the settings; ``TrainConfig()`` by default. ``config.freeze`` is applied to the
+            collection (see :func:`~brickzoo.training.freeze`).
+        run_dir: the run folder to write (see :mod:`brickzoo.training`); None writes nothing.
+        resume: continue from the last checkpoint of ``run_dir``.
+        stop_after_epoch: stop once this many epochs are done (with a checkpoint), although the
+            schedule still spans ``config.epochs``; a later ``resume=True`` continues the same run.
+        quiet: no progress bar and no epoch lines.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        BrickDefinitionError: the collection has no loss brick.
+        MissingInputsError: the batches lack names the TRAIN/VALIDATION selections (or, with a
+            run folder, the visualizations) read.
+        ConfigError: bad settings, or ``run_dir`` holds a checkpoint and ``resume`` is False.
+        WeightsError: ``resume=True`` but ``run_dir`` has no checkpoint.
+        KeyboardInterrupt: re-raised after Ctrl-C; the last complete checkpoint stays intact.
+
+    Example:
+        >>> config = TrainConfig(epochs=5, lr=1e-3, warmup_fraction=0.1)
+        >>> result = fit(collection, train_loader, val_loader, config, run_dir="runs/a")  # doctest: +SKIP
+        >>> result.final_metrics["val/head0/accuracy"]  # doctest: +SKIP
+        0.91
+    """
+    started = time.perf_counter()
+    config = config or TrainConfig()
+    run = Path(run_dir) if run_dir is not None else None
+    device = resolve_device(config.device)
+    loss_names = _check_training_setup(collection, config)
+    if config.freeze:
+        freeze(collection, config.freeze)
+    collection.to(device)
+    steps_per_epoch = _steps_per_epoch(train_loader, config)
+    optimizer = build_optimizer(collection, config)
+    trainer = _Trainer(
+        collection=collection,
+        config=config,
+        device=device,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, config, total_steps=steps_per_epoch * config.epochs),
+        precision=_Precision(config.amp, device),
+        steps_per_epoch=steps_per_epoch,
+    )
+
+    # -- fresh start or resume -------------------------------------------------------------------
+    epoch, history, checkpoint = 0, [], None
+    if resume:
+        checkpoint = find_checkpoint(run) if run is not None else None
+        if checkpoint is None:
+            raise WeightsError(
+                f"fit: resume=True needs a run_dir holding a complete checkpoint (checkpoint/trainer_state.pt); "
+                f"got run_dir={run_dir!r}"
+            )
+        epoch = trainer.resume(checkpoint)
+        history = read_metrics(checkpoint.parent, last_epoch=epoch)  # drop epochs after the checkpoint
+    else:
+        if run is not None and find_checkpoint(run) is not None:
+            raise ConfigError(
+                f"fit: {run} already holds a checkpoint; pass resume=True to continue it, or choose a new run_dir"
+            )
+        seed_everything(config.seed)
+
+    # -- every check before the first step (the train batches are checked as they come) ------------
+    preview = None  # the batch drawn to predictions.png: the first validation batch
+    if val_loader is not None:
+        preview = _first_batch(val_loader, "val_loader")
+        _check_batch(preview, collection, Stage.VALIDATION, "val_loader")
+    draw = run is not None and has_visualizations(collection)
+    if draw:
+        preview = preview if preview is not None else _first_batch(train_loader, "train_loader")
+        _check_batch(preview, collection, VISUALIZATION_GROUPS, "the first batch drawn to predictions.png")
+    if run is not None:
+        run.mkdir(parents=True, exist_ok=True)
+        write_config(run, config.to_dict(), TRAIN_CONFIG_FILE)
+        write_graph(run, collection)
+
+    # -- the epochs ------------------------------------------------------------------------------
+    last_full: dict[str, Any] = dict(history[-1]) if history else {}
+    end_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
+    total_steps = steps_per_epoch * config.epochs
+    bar = tqdm(total=total_steps, initial=trainer.global_step, disable=quiet, unit="step", dynamic_ncols=True)
+    try:
+        while epoch < end_epoch:
+            epoch_started = time.perf_counter()
+            bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+            train = trainer.train_epoch(train_loader, epoch, bar)
+            epoch += 1
+            full: dict[str, Any] = {"epoch": epoch, "step": trainer.global_step, "lr": trainer.lr}
+            full.update(_prefixed("train", train))
+            if val_loader is not None:
+                val = evaluate(
+                    collection,
+                    val_loader,
+                    device,
+                    Stage.VALIDATION,
+                    loss_weights=config.loss_weights,
+                    amp=config.amp,
+                    quiet=quiet,
+                )
+                full.update(_prefixed("val", val))
+            full["seconds"] = time.perf_counter() - epoch_started
+            last_full = full
+            history.append(scalars(full))
+            if not quiet:
+                tqdm.write(_summary_line(history[-1], loss_names))
+            if run is not None:
+                write_metrics(run, history)
+                every = config.checkpoint_every_epochs
+                if epoch == end_epoch or (every and epoch % every == 0):
+                    checkpoint = save_checkpoint(run, collection, trainer.state(epoch))
+    except KeyboardInterrupt:
+        if not quiet:
+            where = find_checkpoint(run) if run is not None else None
+            tqdm.write(f"interrupted in epoch {epoch + 1}; the last complete checkpoint is {where}")
+        raise
+    finally:
+        bar.close()
+
+    # -- the run folder's summary files ------------------------------------------------------------
+    final = {**last_full, "seconds_total": time.perf_counter() - started}
+    if run is not None:
+        write_final_metrics(run, final)
+        write_loss_curves(run, history, loss_names)
+        if draw and preview is not None:
+            write_predictions(run, collection, _to_device(preview, device))
+    return FitResult(
+        history=history,
+        final_metrics=final,
+        epochs_completed=epoch,
+        global_step=trainer.global_step,
+        seconds=time.perf_counter() - started,
+        run_dir=run,
+        checkpoint=checkpoint,
+    )

@@ -1,0 +1,29 @@
+"""The README's code blocks run as written."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks(section: str) -> list[str]:
+    text = README.read_text()
+    match = re.search(rf"<!-- {section}:start -->(.*?)<!-- {section}:end -->", text, re.S)
+    assert match, f"README.md has no {section} section"
+    return re.findall(r"```python\n(.*?)```", match.group(1), re.S)
+
+
+@pytest.mark.parametrize("section", ["tour"])
+def test_readme_section_runs(section: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(section)
+    assert blocks
+    monkeypatch.chdir(tmp_path)  # the examples write into ./build
+    namespace: dict = {"__name__": "__readme__"}
+    for block in blocks:
+        exec(compile(block, f"README.md[{section}]", "exec"), namespace)
+    assert os.path.exists("build/tour.onnx")

@@ -1,0 +1,189 @@
+"""fit() and evaluate(): checks before the first step, learning, clipping, precision, loss weights."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from training_toys import RenamingLoader, loader, toy_collection, weights
+
+from brickzoo import BrickCollection, BrickLoss, BrickTrainable, Stage
+from brickzoo.errors import BrickDefinitionError, ConfigError, DataError, MissingInputsError
+from brickzoo.training import TrainConfig, evaluate, fit
+
+
+def quick(**overrides: object) -> TrainConfig:
+    values: dict[str, object] = {"epochs": 1, "lr": 1e-2, "device": "cpu", "log_every": 1}
+    values.update(overrides)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+def test_no_loss_brick_raises_before_the_first_step() -> None:
+    collection = toy_collection()
+    del collection["head0"]["loss"]
+    before = weights(collection)
+    train = RenamingLoader(loader(32), {})
+    with pytest.raises(BrickDefinitionError) as info:
+        fit(collection, train, config=quick(), quiet=True)
+    message = str(info.value)
+    assert "no loss brick" in message and "BrickLoss" in message and "head0/classify" in message
+    assert train.batches_read == 0
+    assert all(torch.equal(before[k], v) for k, v in weights(collection).items())
+
+
+def test_missing_train_inputs_are_named_before_the_first_step() -> None:
+    collection = toy_collection()
+    before = weights(collection)
+    train = RenamingLoader(loader(32), {"labels": "targets"})
+    with pytest.raises(MissingInputsError) as info:
+        fit(collection, train, config=quick(), quiet=True)
+    message = str(info.value)
+    assert "['labels']" in message and "train_loader" in message and "TRAIN" in message
+    assert "brick 'head0/loss' reads ['labels']" in message and "'targets'" in message
+    assert train.batches_read == 1  # only the first batch was looked at
+    assert all(torch.equal(before[k], v) for k, v in weights(collection).items())
+
+
+def test_missing_validation_inputs_are_named_before_training() -> None:
+    collection = toy_collection()
+    before = weights(collection)
+    train = RenamingLoader(loader(32), {})
+    val = RenamingLoader(loader(16, seed=1, shuffle=False), {"images": "pixels"})
+    with pytest.raises(MissingInputsError, match=r"val_loader: the batches lack \['images'\]"):
+        fit(collection, train, val, config=quick(), quiet=True)
+    assert train.batches_read == 0
+    assert all(torch.equal(before[k], v) for k, v in weights(collection).items())
+
+
+def test_batches_must_be_dicts() -> None:
+    dataset = torch.utils.data.TensorDataset(torch.rand(8, 3, 8, 8), torch.zeros(8, dtype=torch.long))
+    with pytest.raises(DataError, match="must yield dicts of named tensors.*got a list"):
+        fit(toy_collection(), torch.utils.data.DataLoader(dataset, batch_size=4), config=quick(), quiet=True)
+
+
+def test_unknown_loss_weight_and_device_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"loss_weights names \['head0/los'\].*\['head0/loss'\]"):
+        fit(toy_collection(), loader(16), config=quick(loss_weights={"head0/los": 2.0}), quiet=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            fit(toy_collection(), loader(16), config=quick(device="cuda"), quiet=True)
+
+
+def test_loss_decreases_and_accuracy_rises_on_a_learnable_problem() -> None:
+    collection = toy_collection()
+    val = loader(48, seed=1, shuffle=False)
+    before = evaluate(collection, val, device="cpu", stage=Stage.VALIDATION)
+    result = fit(collection, loader(96), val, quick(epochs=6, lr=3e-2, warmup_steps=2), quiet=True)
+    losses = [r["val/loss"] for r in result.history]
+    assert losses[-1] < 0.5 * before["loss"]
+    assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
+    assert result.history[-1]["val/head0/accuracy"] >= 0.9 > before["head0/accuracy"]
+    assert result.epochs_completed == 6 and result.global_step == 6 * 6
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_evaluate_matches_a_hand_computation() -> None:
+    collection = toy_collection()
+    val = loader(40, seed=2, batch_size=16, shuffle=False)  # batches of 16, 16 and 8
+    got = evaluate(collection, val, device="cpu", stage=Stage.TEST)
+    data = val.dataset
+    with torch.no_grad():
+        model = copy.deepcopy(collection).eval()
+        logits = model["head0"]["classify"].model(model["backbone"].model(data.images))  # [40, 3]
+    expected_loss = F.cross_entropy(logits, data.labels).item()  # mean over images
+    accuracy = MulticlassAccuracy(3, average="micro")(logits.argmax(1), data.labels).item()
+    confusion = MulticlassConfusionMatrix(3)(logits.argmax(1), data.labels).tolist()
+    assert got["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert got["head0/loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert got["head0/accuracy"] == pytest.approx(accuracy)
+    assert got["head0/confusion"] == confusion
+    assert collection.training  # evaluate restored the mode
+
+
+def test_loss_weights_scale_the_total() -> None:
+    torch.manual_seed(0)
+    linear = nn.Linear(4, 1)
+    collection = BrickCollection(
+        {
+            "model": BrickTrainable(linear, ["x"], ["y"]),
+            "l1": BrickLoss(nn.L1Loss(), ["y", "t"], ["l1"]),
+            "l2": BrickLoss(nn.MSELoss(), ["y", "t"], ["l2"]),
+        }
+    )
+    x, t = torch.randn(8, 4), torch.randn(8, 1)
+    data = [{"x": x, "t": t}]
+    got = evaluate(collection, data, device="cpu", loss_weights={"l1": 0.5, "l2": 3.0})
+    with torch.no_grad():
+        y = x @ linear.weight.T + linear.bias
+    l1, l2 = (y - t).abs().mean().item(), ((y - t) ** 2).mean().item()
+    assert got["l1"] == pytest.approx(l1, rel=1e-6) and got["l2"] == pytest.approx(l2, rel=1e-6)
+    assert got["loss"] == pytest.approx(0.5 * l1 + 3.0 * l2, rel=1e-6)
+    # training minimises the weighted sum: with l1 weighted 0, one SGD step follows the MSE gradient only
+    start = copy.deepcopy(linear)
+    config = quick(optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=0.1, grad_clip_norm=None)
+    config.loss_weights = {"l1": 0.0}
+    fit(collection, data, config=config, quiet=True)
+    y = start(x)
+    ((y - t) ** 2).mean().backward()
+    assert start.weight.grad is not None
+    torch.testing.assert_close(linear.weight, start.weight - 0.1 * start.weight.grad)
+
+
+def test_gradient_clipping_bounds_the_update() -> None:
+    collection = toy_collection()
+    collection["backbone"].model[-1].p = 0.0  # no dropout, so the step by hand sees the same forward
+    start = copy.deepcopy(collection)
+    train = loader(16, batch_size=16, shuffle=False)
+    clip, lr = 0.01, 0.5
+    config = quick(optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=lr, grad_clip_norm=clip)
+    fit(collection, train, config=config, quiet=True)
+    # the same step by hand: gradients of the first batch, clipped to the norm `clip`
+    batch = next(iter(train))
+    outputs = start(batch, stage=Stage.TRAIN)
+    outputs["head0/loss"].backward()
+    params = dict(start.named_parameters())
+    norm = math.sqrt(sum(float((p.grad**2).sum()) for p in params.values() if p.grad is not None))
+    assert norm > 10 * clip  # clipping is active
+    scale = clip / (norm + 1e-6)
+    after = dict(collection.named_parameters())
+    update_norm = 0.0
+    for name, param in params.items():
+        assert param.grad is not None
+        torch.testing.assert_close(after[name], param - lr * scale * param.grad, rtol=1e-5, atol=1e-7)
+        update_norm += float(((after[name] - param).detach() ** 2).sum())
+    assert math.sqrt(update_norm) / lr == pytest.approx(clip, rel=1e-4)
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp16_falls_back_with_a_warning() -> None:
+    collection = toy_collection()
+    before = weights(collection)
+    result = fit(collection, loader(32), config=quick(amp="bf16"), quiet=True)
+    assert math.isfinite(result.history[0]["train/loss"])
+    assert any(not torch.equal(before[k], v) for k, v in weights(collection).items())
+    assert all(v.dtype == before[k].dtype for k, v in weights(collection).items())  # weights stay float32
+    with pytest.warns(UserWarning, match="amp='fp16' needs a CUDA device"):
+        fit(toy_collection(), loader(16), config=quick(amp="fp16"), quiet=True)
+
+
+def test_loader_without_length_needs_steps_per_epoch() -> None:
+    def stream():  # a generator: no __len__
+        yield from loader(32)
+
+    with pytest.raises(ConfigError, match="has no length.*steps_per_epoch"):
+        fit(toy_collection(), stream(), config=quick(), quiet=True)
+    result = fit(toy_collection(), stream(), config=quick(steps_per_epoch=2), quiet=True)
+    assert result.global_step == 2
+
+
+def test_progress_bar_and_epoch_lines_when_not_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    fit(toy_collection(), loader(32), loader(16, seed=1), quick(epochs=2, log_every=1), quiet=False)
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("epoch")]
+    assert [line.split(" (")[0] for line in lines] == ["epoch 1", "epoch 2"]
+    assert "train/loss" in lines[0] and "val/head0/accuracy" in lines[0] and "train/head0/loss" not in lines[0]
+    assert "epoch 2/2" in captured.err and "img_s=" in captured.err and "loss=" in captured.err
