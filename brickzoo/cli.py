@@ -23,6 +23,7 @@ examples:
   brickzoo train shapes_multitask --engine lightning --devices 2 --strategy ddp
   brickzoo evaluate shapes_multitask --weights runs/shapes_multitask
   brickzoo predict shapes_multitask --weights runs/shapes_multitask photo1.png photo2.jpg --out predictions
+  brickzoo train shapes_detection --weights runs/shapes_multitask --freeze backbone --freeze fpn
   brickzoo export shapes_multitask --weights runs/shapes_multitask --onnx model.onnx
 """
 
@@ -52,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
 
     graph = config_command("graph", "print the mermaid graph of a config's model")
     graph.add_argument(
-        "--groups", nargs="+", default=None, help="groups to draw (default: all), e.g. --groups MODEL LOSS"
+        "--groups",
+        action="append",
+        default=None,
+        help="a group to draw, repeatable (default: all), e.g. --groups MODEL",
     )
 
     train = config_command("train", "train a config; writes a run folder with metrics, pictures and the ONNX model")
@@ -61,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint exactly")
     train.add_argument("--weights", default=None, help="fine-tune: start from this run folder or weight folder")
     train.add_argument(
-        "--freeze", nargs="+", default=[], metavar="PATTERN", help="brick path patterns to freeze, e.g. backbone"
+        "--freeze", action="append", default=[], metavar="PATTERN", help="a brick path pattern to freeze, repeatable"
     )
     train.add_argument("--engine", choices=["native", "lightning"], default="native", help="training engine")
     train.add_argument("--devices", default="auto", help="lightning: devices (a number, a list or 'auto')")
@@ -82,7 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files (png, jpg, ...)")
     predict.add_argument("--weights", required=True, help="a run folder or a per-brick weight folder")
     predict.add_argument("--out", required=True, help="folder for the pictures")
-    predict.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides", help="config overrides")
+    predict.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="a config override, repeatable",
+    )
 
     export = config_command("export", "export a config's MODEL group to ONNX and check it against torch")
     export.add_argument("--weights", required=True, help="a run folder or a per-brick weight folder")
@@ -95,7 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from brickzoo.errors import BrickzooError
 
     parser = _parser()
-    args = parser.parse_args(argv)
+    # overrides may come anywhere after the config, also after options: collect them from the leftovers
+    args, leftovers = parser.parse_known_args(argv)
+    unknown = [item for item in leftovers if item.startswith("-") or "=" not in item]
+    if unknown or (leftovers and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or leftovers)}")
+    if leftovers:
+        args.overrides = [*args.overrides, *leftovers]
     try:
         return int(COMMANDS[args.command](args) or 0)
     except (BrickzooError, UserError, FileNotFoundError) as exc:
@@ -182,6 +199,8 @@ def _train(args: argparse.Namespace) -> int:
         result_metrics = fit_with_lightning(
             recipe, run_dir=run_dir, devices=args.devices, strategy=args.strategy, quiet=args.quiet
         )
+        if args.resume:
+            print("note: --resume applies to the native engine; Lightning resumes from its own checkpoints")
     else:
         result = fit(
             recipe.model,

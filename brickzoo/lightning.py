@@ -471,3 +471,83 @@ def load_collection_from_lightning_checkpoint(
     usable = {k: v for k, v in saved.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     collection.load_state_dict(usable, strict=False)
     return collection
+
+
+# -- the CLI's lightning engine ------------------------------------------------------------------
+_PRECISION = {"none": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+def fit_with_lightning(
+    recipe: Any,
+    run_dir: str | Path,
+    devices: int | str | list[int] = "auto",
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train a zoo recipe (:func:`brickzoo.zoo.build_recipe`) with Lightning's ``Trainer``.
+
+    The recipe's ``train`` settings map onto Lightning: the optimizer and warm-up + cosine schedule
+    of :mod:`brickzoo.training` (stepped per optimizer step), ``grad_clip_norm`` to
+    ``gradient_clip_val``, ``amp`` to ``precision`` and ``loss_weights`` to the module. Lightning
+    swaps in a ``DistributedSampler`` under ``ddp``/``fsdp``, so each process sees its share of
+    the data. Logs go to ``<run_dir>/lightning`` (CSV), Lightning checkpoints to
+    ``<run_dir>/lightning/checkpoints``, and the final per-brick weights to ``<run_dir>/weights``
+    (what ``brickzoo evaluate --weights <run_dir>`` loads), plus ``graph.md`` and ``predictions.png``.
+
+    Returns:
+        The metrics Lightning logged last (``val/...`` and ``train/...``), as numbers.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from brickzoo.training import build_optimizer, build_scheduler, write_graph, write_predictions
+
+    config = recipe.train_config
+    run_dir = Path(run_dir)
+    train_loader = recipe.loader("train")
+    val_loader = recipe.loader("val") if "val" in recipe.datasets else None
+    steps_per_epoch = config.steps_per_epoch or len(train_loader)
+    world = _world_size(devices, num_nodes)
+    total_steps = max(1, config.epochs * math.ceil(steps_per_epoch / world))
+
+    def optimizer_factory(_: Any) -> torch.optim.Optimizer:
+        return build_optimizer(recipe.model, config)  # param groups: weight decay, lr multipliers, frozen bricks
+
+    def scheduler_factory(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return {"scheduler": build_scheduler(optimizer, config, total_steps), "interval": "step"}
+
+    module = BrickLightningModule(recipe.model, optimizer_factory, scheduler_factory, loss_weights=config.loss_weights)
+    trainer = pl.Trainer(
+        max_epochs=config.epochs,
+        limit_train_batches=config.steps_per_epoch,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        accelerator="auto" if config.device == "auto" else ("gpu" if config.device == "cuda" else "cpu"),
+        precision=_PRECISION[config.amp],  # type: ignore[arg-type]
+        gradient_clip_val=config.grad_clip_norm,
+        default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="lightning", version=""),
+        callbacks=[ModelCheckpoint(dirpath=run_dir / "lightning" / "checkpoints", save_last=True)],
+        enable_progress_bar=not quiet,
+        enable_model_summary=not quiet,
+        log_every_n_steps=config.log_every,
+    )
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    trainer.fit(module, train_loader, val_loader)
+    if trainer.is_global_zero:
+        collection = recipe.model.cpu().eval()
+        collection.save_bricks(run_dir / "weights", exist_ok=True)
+        write_graph(run_dir, collection)
+        if val_loader is not None:
+            write_predictions(run_dir, collection, next(iter(recipe.loader("val", shuffle=False))))
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+
+
+def _world_size(devices: int | str | list[int], num_nodes: int) -> int:
+    if isinstance(devices, list):
+        return len(devices) * num_nodes
+    if isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
+        return max(1, int(devices)) * num_nodes
+    return num_nodes

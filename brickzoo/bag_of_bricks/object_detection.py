@@ -454,7 +454,7 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
     """COCO mAP (``torchmetrics`` ``MeanAveragePrecision``, pycocotools backend) fed from padded tensors.
 
     ``update`` drops the padding (label -1) and builds the per-image lists of dicts torchmetrics
-    needs; ``compute`` returns its flat dict (``map``, ``map_50``, ``map_75``, ``mar_100``...).
+    needs; ``compute`` returns ``map``, ``map_50``, ``map_75`` and ``mar_100``.
 
     Args:
         **kwargs: passed to ``MeanAveragePrecision`` (``iou_thresholds``, ``class_metrics``...);
@@ -472,8 +472,19 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
         1.0
     """
 
+    HEADLINE = ("map", "map_50", "map_75", "mar_100")
+    PER_CLASS = ("map_per_class", "mar_100_per_class", "classes")
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(box_format="xyxy", iou_type="bbox", backend="pycocotools", **kwargs)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """The headline values ``map``, ``map_50``, ``map_75`` and ``mar_100`` (plus the per-class
+        values when ``class_metrics=True``); torchmetrics' per-size values and ``-1`` sentinels
+        are left out so logs and plots stay readable."""
+        values = super().compute()
+        keep = self.HEADLINE + (self.PER_CLASS if self.class_metrics else ())
+        return {key: value for key, value in values.items() if key in keep}
 
     def update(  # type: ignore[override]
         self,

@@ -141,13 +141,16 @@ def weights_folder(weights: str | Path) -> Path:
     """The per-brick weight folder that ``weights`` names.
 
     Args:
-        weights: a run folder (its last complete checkpoint is used), a checkpoint folder or a
-            per-brick weight folder written by ``save_bricks``.
+        weights: a run folder (its last complete checkpoint is used, or its ``weights/`` folder
+            for a run of the lightning engine), a checkpoint folder or a per-brick weight folder
+            written by ``save_bricks``.
 
     Raises:
         WeightsError: the folder does not exist, or a run folder has no complete checkpoint.
     """
     folder = Path(weights)
+    if (folder / "weights").is_dir() and not (folder / CHECKPOINT_DIR).is_dir():
+        return folder / "weights"  # a run folder trained with the lightning engine
     if (folder / CHECKPOINT_DIR).is_dir() or (folder / f"{CHECKPOINT_DIR}.old").is_dir():
         checkpoint = find_checkpoint(folder)
         if checkpoint is None:

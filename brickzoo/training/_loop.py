@@ -273,9 +273,17 @@ def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary_line(record: Mapping[str, Any], loss_names: Iterable[str]) -> str:
-    """One readable line per epoch: lr, total losses, metrics, speed (single losses are in the totals)."""
+    """One readable line per epoch: lr, total losses, validation metrics, speed.
+
+    The single losses and the training metrics are left to ``metrics.jsonl``.
+    """
     hidden = {"epoch", "step", *(f"{stage}/{name}" for stage in ("train", "val") for name in loss_names)}
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in hidden and isinstance(v, float))
+    train_shown = {"train/loss", "train/images_per_second"}
+    shown = ", ".join(
+        f"{k} {v:.4g}"
+        for k, v in record.items()
+        if k not in hidden and isinstance(v, float) and (not k.startswith("train/") or k in train_shown)
+    )
     return f"epoch {record['epoch']} (step {record['step']}): {shown}"
 
 

@@ -211,22 +211,22 @@ def predictions_grid(
 ) -> Image.Image:
     """A grid with one captioned row per visualization output and one column per image.
 
-    Images are scaled (nearest-neighbour up, smooth down) so their longer side lies between
-    ``min_side`` and ``max_side`` pixels; at most ``max_images`` per row.
+    Every image is scaled (nearest-neighbour up, smooth down) so its longer side is the same: the
+    largest longer side among the images, kept between ``min_side`` and ``max_side`` pixels; at
+    most ``max_images`` per row.
 
     Args:
         rows: ``{output name: [one pillow image per input image]}``.
         max_images: columns at most.
-        min_side: small images are enlarged by a whole factor to at least this.
-        max_side: large images are shrunk to at most this.
+        min_side: the common longer side is at least this.
+        max_side: the common longer side is at most this.
     """
     from brickzoo.bag_of_bricks._draw import get_font  # here: importing the zoo takes seconds
 
     font = get_font(14)
-    cells = {
-        name: [_fit(im.convert("RGB"), min_side, max_side) for im in images[:max_images]]
-        for name, images in rows.items()
-    }
+    largest = max((max(im.size) for images in rows.values() for im in images[:max_images]), default=min_side)
+    side = min(max(largest, min_side), max_side)  # one size for every cell, so rows line up
+    cells = {name: [_fit(im.convert("RGB"), side) for im in images[:max_images]] for name, images in rows.items()}
     columns = max((len(c) for c in cells.values()), default=0)
     cell_w = max((im.width for c in cells.values() for im in c), default=min_side)
     cell_h = max((im.height for c in cells.values() for im in c), default=min_side)
@@ -254,13 +254,11 @@ def predictions_grid(
     return grid
 
 
-def _fit(image: Image.Image, min_side: int, max_side: int) -> Image.Image:
+def _fit(image: Image.Image, side: int) -> Image.Image:
+    """Scale ``image`` so its longer side is ``side``: nearest-neighbour up (crisp pixels), smooth down."""
     longest = max(image.size)
-    if longest < min_side:
-        factor = math.ceil(min_side / longest)
-        return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-    if longest > max_side:
-        scale = max_side / longest
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        return image.resize(size, Image.Resampling.LANCZOS)
-    return image
+    if longest == side:
+        return image
+    scale = side / longest
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)

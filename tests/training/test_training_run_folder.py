@@ -87,16 +87,16 @@ def test_pngs_open_at_a_sensible_size(run: tuple[Path, object, BrickCollection])
 def test_predictions_grid_has_one_row_per_output_and_scales_images() -> None:
     red, blue = Image.new("RGB", (40, 20), (255, 0, 0)), Image.new("RGB", (600, 300), (0, 0, 255))
     grid = predictions_grid({"a/visualization": [red, red, red], "b/visualization": [blue]}, max_images=2)
-    # red: 40 px enlarged by a whole factor to >= 128 (160 x 80); blue: 600 px shrunk to 256 (256 x 128);
-    # every cell is as large as the largest image, 256 x 128, with images centred
+    # every cell gets the same longer side: the largest (600 px) kept within [128, 256], so 256;
+    # red (40 x 20) is enlarged to 256 x 128 and blue (600 x 300) shrunk to 256 x 128
     assert grid.size == (8 + 2 * (256 + 8), 22 + 2 * (24 + 128 + 8) + 8)
     top = 22 + 24  # below the column header and the first caption
-    assert grid.getpixel((8 + 128 - 79, top + 64)) == (255, 0, 0)  # red spans x 48..207 of its cell
-    assert grid.getpixel((8 + 128 - 81, top + 64)) == (245, 245, 245)
-    assert grid.getpixel((8 + 264 + 128, top + 64 - 39)) == (255, 0, 0)  # second column, red spans y 24..103
-    assert grid.getpixel((8 + 264 + 128, top + 64 - 41)) == (245, 245, 245)
+    for x, y in [(8 + 1, top + 1), (8 + 254, top + 126), (8 + 264 + 1, top + 1), (8 + 264 + 254, top + 126)]:
+        assert grid.getpixel((x, y)) == (255, 0, 0)  # red fills both cells of its row
+    assert grid.getpixel((8 + 256 + 4, top + 64)) == (245, 245, 245)  # the gap between columns
     second = top + 128 + 8 + 24
     assert grid.getpixel((8 + 1, second + 1)) == (0, 0, 255)
+    assert grid.getpixel((8 + 254, second + 126)) == (0, 0, 255)
     assert grid.getpixel((8 + 264 + 128, second + 64)) == (245, 245, 245)  # no second blue image
 
 
