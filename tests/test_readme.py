@@ -18,7 +18,7 @@ def python_blocks(section: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", match.group(1), re.S)
 
 
-@pytest.mark.parametrize("section", ["tour"])
+@pytest.mark.parametrize("section", ["tour", "zoo"])
 def test_readme_section_runs(section: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = python_blocks(section)
     assert blocks
@@ -26,4 +26,17 @@ def test_readme_section_runs(section: str, tmp_path: Path, monkeypatch: pytest.M
     namespace: dict = {"__name__": "__readme__"}
     for block in blocks:
         exec(compile(block, f"README.md[{section}]", "exec"), namespace)
-    assert os.path.exists("build/tour.onnx")
+    if section == "tour":
+        assert os.path.exists("build/tour.onnx")
+    else:
+        outputs = namespace["outputs"]
+        assert outputs["classify/predictions"].shape == (2,)
+        assert outputs["segment/predictions"].shape == (2, 64, 64)
+        assert outputs["detect/boxes"].shape == (2, 100, 4)
+        assert set(namespace["losses"]) == {
+            "classify/loss",
+            "segment/loss",
+            "detect/loss_cls",
+            "detect/loss_box",
+            "detect/loss_ctr",
+        }
