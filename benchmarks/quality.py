@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from _timing import machine, markdown_table
 
 from brickzoo.training import evaluate, fit
