@@ -53,12 +53,21 @@ def _suffix(format: str) -> str:  # noqa: A002
     return FORMATS[format]
 
 
+def _default_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600 files; others may need to read weights
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

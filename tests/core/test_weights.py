@@ -44,6 +44,17 @@ def test_round_trip(tmp_path: Path, format: str) -> None:
     assert report.loaded == ["backbone", "head0/classify"] and not report.missing
 
 
+def test_weight_files_get_the_usual_file_mode(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        (file,) = [f for f in save_bricks(make(), tmp_path / "w") if f.name == "backbone.pt"]
+    finally:
+        os.umask(umask)
+    assert file.stat().st_mode & 0o777 == 0o644
+
+
 def test_existing_folder_needs_exist_ok(tmp_path: Path) -> None:
     collection = make()
     collection.save_bricks(tmp_path)
