@@ -121,6 +121,13 @@ class BrickFeatureLevels(BrickModule):
     feature_levels: list[FeatureLevel]
     source_name: str | None = None
 
+    def _describe_levels(
+        self, feature_levels: Sequence[FeatureLevel], data_config: Mapping[str, Any], source_name: str | None
+    ) -> None:
+        self.feature_levels = list(feature_levels)
+        self.data_config = dict(data_config)
+        self.source_name = source_name
+
     def model_name(self) -> str:
         """The backbone's name (``timm:resnet10t``) when known, else the module's class name."""
         return self.source_name or super().model_name()
@@ -160,9 +167,7 @@ class BrickBackbone(BrickFeatureLevels, BrickTrainable):
         source_name: str | None = None,
     ) -> None:
         BrickTrainable.__init__(self, model, input_names=[images], output_names=[f.name for f in feature_levels])
-        self.feature_levels = list(feature_levels)
-        self.data_config = dict(data_config)
-        self.source_name = source_name
+        self._describe_levels(feature_levels, data_config, source_name)
 
 
 class BrickBackboneNotTrainable(BrickFeatureLevels, BrickNotTrainable):
@@ -180,9 +185,7 @@ class BrickBackboneNotTrainable(BrickFeatureLevels, BrickNotTrainable):
         source_name: str | None = None,
     ) -> None:
         BrickNotTrainable.__init__(self, model, input_names=[images], output_names=[f.name for f in feature_levels])
-        self.feature_levels = list(feature_levels)
-        self.data_config = dict(data_config)
-        self.source_name = source_name
+        self._describe_levels(feature_levels, data_config, source_name)
 
 
 # -- backbone modules ----------------------------------------------------------------------------
