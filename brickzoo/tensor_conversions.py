@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from brickzoo.errors import BrickInputError
+
 __all__ = [
     "batched_tensor_to_channel_last",
     "float2uint8",
@@ -71,7 +73,10 @@ def unpack_batched_tensor_to_numpy_channel_last(tensor: torch.Tensor) -> list[np
 def unpack_batched_tensor_to_pillow_images(tensor: torch.Tensor) -> list[Image.Image]:
     """Images ``[B, 3, H, W]`` or ``[B, 1, H, W]`` (float in [0, 1] or uint8) to pillow images."""
     if tensor.ndim != 4 or tensor.shape[1] not in (1, 3):
-        raise ValueError(f"expected images [B, 3, H, W] or [B, 1, H, W], got shape {list(tensor.shape)}")
+        raise BrickInputError(
+            f"unpack_batched_tensor_to_pillow_images: expected images [B, 3, H, W] or [B, 1, H, W], "
+            f"got shape {list(tensor.shape)}"
+        )
     arrays = torch_to_numpy(batched_tensor_to_channel_last(tensor))
     if arrays.dtype != np.uint8:
         arrays = float2uint8(arrays)
