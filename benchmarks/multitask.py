@@ -4,7 +4,10 @@ The three-task model is the zoo's ``shapes_multitask`` (preprocessor, timm resne
 classification, segmentation and detection heads). It is compared with three full single-task
 models (the same recipe with one head each; the FPN kept where the head reads it), which get the
 three-task model's weights so that each computes exactly the three-task model's outputs of its
-head. The cost of running the three separately is the sum of their times.
+head. The cost of running the three separately is the sum of their times. A per-brick breakdown
+of the three-task model follows the table: shared / separate = (B + F + H) / (3B + 2F + H) for
+backbone B, FPN F and heads H, which is at most 1/2 exactly when the heads cost no more than the
+backbone.
 Run: ``python benchmarks/multitask.py`` (``--quick`` for a smoke run).
 """
 
@@ -12,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import statistics
+import time
 from collections.abc import Callable
 
 import torch
 from _models import HEADS, multitask_model, set_threads, shapes_batch, single_task_model
 from _timing import interleaved_medians, load_average, machine, markdown_table, verdict
+from torch import nn
 
 from brickzoo import BrickCollection
 
@@ -56,6 +62,31 @@ def count_parameters(model: BrickCollection) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
+def brick_times(model: BrickCollection, inputs: dict[str, torch.Tensor], calls: int) -> dict[str, float]:
+    """Median seconds of each MODEL brick's module in a forward of ``model``, from forward hooks."""
+    samples: dict[str, list[float]] = {}
+    handles = []
+    for path, brick in model.named_bricks():
+        module = getattr(brick, "model", None)
+        if "MODEL" not in brick.groups or not isinstance(module, nn.Module):
+            continue
+        samples[path] = []
+        started: list[float] = []
+        handles.append(module.register_forward_pre_hook(lambda *_, s=started: s.append(time.perf_counter())))
+        handles.append(
+            module.register_forward_hook(
+                lambda *_, s=started, out=samples[path]: out.append(time.perf_counter() - s.pop())
+            )
+        )
+    try:
+        for _ in range(calls):
+            model(inputs, groups="MODEL")
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {path: statistics.median(values) for path, values in samples.items() if values}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=8)
@@ -84,6 +115,7 @@ def main() -> None:
         for head, model in singles.items():
             candidates[f"{head} only"] = functools.partial(model, inputs, groups="MODEL")
         times = interleaved_medians(candidates, calls=args.calls, rounds=args.rounds, warmup=args.warmup)
+        breakdown = brick_times(shared, inputs, calls=max(3, args.rounds))
 
     three_task = times["three-task (shared backbone + FPN)"]
     separate = sum(times[f"{head} only"] for head in HEADS)
@@ -111,6 +143,18 @@ def main() -> None:
     print(
         f"target: three-task <= {TARGET}x the three single-task models; measured {ratio:.2f}x "
         f"({verdict(ratio <= TARGET)}); three-task / classification only = {three_task / times['classify only']:.2f}x"
+    )
+    # shared / separate = (B + F + H) / (3B + 2F + H) <= 1/2 exactly when the heads H cost no more than the
+    # backbone B (preprocessor included); the FPN F drops out.
+    heads = sum(seconds for path, seconds in breakdown.items() if path.split("/")[0] in HEADS)
+    backbone = sum(seconds for path, seconds in breakdown.items() if path.split("/")[0] in ("preprocessor", "backbone"))
+    print(
+        "three-task time per brick (ms, forward hooks): "
+        + ", ".join(f"{path} {seconds * 1e3:.2f}" for path, seconds in breakdown.items())
+    )
+    print(
+        f"the ratio is <= 0.5 exactly when the heads cost no more than the backbone: heads {heads * 1e3:.2f} ms, "
+        f"preprocessor + backbone {backbone * 1e3:.2f} ms"
     )
 
 
