@@ -7,7 +7,8 @@ number of recompilations during warm-up and timing, and the largest |compiled - 
 outputs. The default backend is inductor (tens of seconds to compile per model on a small CPU).
 ``--variants`` adds rows compiled with two inductor settings that explain its CPU timings:
 ``layout_optimization=False`` (keep NCHW convolutions) and ``freezing=True`` (weights as
-constants: BatchNorm folded into convolutions, mkldnn weights prepacked).
+constants: BatchNorm folded into convolutions, mkldnn weights prepacked); their compile times
+are not cold ones, as they reuse kernels compiled for the rows before them.
 Run: ``python benchmarks/compile.py`` (``--quick`` for a smoke run on the ``aot_eager`` backend).
 """
 

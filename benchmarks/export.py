@@ -45,15 +45,13 @@ def zoo_models() -> dict[str, Callable[[], BrickCollection]]:
     }
 
 
-def ort_session(path: Path, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
-    """A CPU session with fixed threads: ``threads`` intra-op, one inter-op, sequential execution."""
+def ort_session(path: Path, threads: int) -> ort.InferenceSession:
+    """A CPU session with fixed threads: ``threads`` intra-op, one inter-op, sequential execution
+    (graph optimizations at onnxruntime's default, ``ORT_ENABLE_ALL``)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if profile_prefix is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -72,6 +70,8 @@ class Exported:
 def export_zoo_model(
     model: BrickCollection, folder: Path, name: str, image_size: int, batches: list[int], threads: int
 ) -> Exported:
+    """Export the MODEL group with ``export_bricks_as_onnx`` (traced at batch 2, dynamic batch) and
+    check its parity at the largest batch size timed."""
     model.eval()
     path = folder / f"{name.split()[0]}.onnx"
     started = time.perf_counter()
