@@ -67,3 +67,42 @@ def feature_levels(
         f"{owner}: features must be a tensor name, a FeatureLevel, a list of them or the bricks of "
         f"backbone_bricks/fpn_bricks; got {type(features).__name__}"
     )
+
+
+def select_levels(levels: Sequence[FeatureLevel], strides: Sequence[int] | None, owner: str) -> list[FeatureLevel]:
+    """Keep the levels whose stride is in ``strides`` (all of them when ``strides`` is None).
+
+    The levels keep their given order. Heads take this as their ``strides=`` argument, so that a
+    recipe can, for example, detect on strides 8-32 of a neck that also writes stride 4 for
+    segmentation.
+
+    Raises:
+        BrickDefinitionError: ``strides`` is empty, repeats a stride, holds something other than a
+            positive integer, or asks for a stride the levels do not have (or do not know).
+    """
+    if strides is None:
+        return list(levels)
+    available = ", ".join(f"{level.stride} ({level.name})" for level in levels)
+    if isinstance(strides, (str, bytes)) or not isinstance(strides, Sequence) or not strides:
+        raise BrickDefinitionError(
+            f"{owner}: strides must be a non-empty list of feature strides such as [8, 16, 32], got {strides!r}; "
+            f"available strides: {available}"
+        )
+    wanted: list[int] = []
+    for stride in strides:
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride <= 0:
+            raise BrickDefinitionError(
+                f"{owner}: strides must hold positive integers, got {stride!r} in {list(strides)}; "
+                f"available strides: {available}"
+            )
+        if stride in wanted:
+            raise BrickDefinitionError(f"{owner}: strides repeats {stride} in {list(strides)}; give each stride once")
+        wanted.append(stride)
+    have = {level.stride for level in levels}
+    missing = [stride for stride in wanted if stride not in have]
+    if missing:
+        raise BrickDefinitionError(
+            f"{owner}: strides {missing} asked for in strides={list(strides)} are not among the feature levels; "
+            f"available strides: {available}"
+        )
+    return [level for level in levels if level.stride in wanted]

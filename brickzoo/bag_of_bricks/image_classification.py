@@ -34,7 +34,7 @@ from torchmetrics.classification import (
 from brickzoo._bricks import BrickInterface, BrickLoss, BrickMetrics, BrickPerImageVisualization, BrickTrainable
 from brickzoo.bag_of_bricks._checks import _shape, check_batch, check_class_indices
 from brickzoo.bag_of_bricks._draw import draw_label, get_font, image_to_pil, palette
-from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels
+from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.errors import BrickDefinitionError, BrickInputError
 
@@ -429,10 +429,12 @@ def image_classification_bricks(
     label_smoothing: float = 0.0,
     dropout: float = 0.0,
     threshold: float = 0.5,
+    strides: Sequence[int] | None = None,
 ) -> dict[str, BrickInterface]:
     """Image classification head: classifier, loss, metrics and visualizer bricks.
 
-    The head pools the deepest of the given feature levels (the largest stride). Nest the returned
+    The head pools the deepest of the given feature levels (the largest stride; ``strides``
+    narrows the choice, e.g. ``[8]`` pools the stride-8 level of an FPN). Nest the returned
     dict in a collection under a key (``"head0"``) and its tensors are named ``head0/logits`` etc.
 
     Args:
@@ -448,6 +450,8 @@ def image_classification_bricks(
         label_smoothing: in [0, 1); see :class:`ClassificationLoss`.
         dropout: dropout probability on the pooled features, in [0, 1).
         threshold: multilabel only: a class is predicted when its probability is above it.
+        strides: pool the deepest of the levels with these strides (all levels when None), e.g.
+            ``[8]`` for the stride-8 level of an FPN.
 
     Returns:
         ``{"classify", "loss", "metrics", "visualize"}``:
@@ -473,7 +477,8 @@ def image_classification_bricks(
         torch.Size([2])
     """
     names = _check_arguments(num_classes, class_names, label_smoothing, dropout, threshold)
-    level = _deepest(feature_levels(features, in_channels, owner="image_classification_bricks"))
+    owner = "image_classification_bricks"
+    level = _deepest(select_levels(feature_levels(features, in_channels, owner=owner), strides, owner))
     head = ClassificationHead(
         in_channels=level.channels,
         num_classes=num_classes,

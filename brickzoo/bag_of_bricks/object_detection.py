@@ -49,7 +49,7 @@ from brickzoo.bag_of_bricks._boxes import (
     ltrb_to_boxes,
 )
 from brickzoo.bag_of_bricks._draw import draw_label, get_font, image_to_pil, palette
-from brickzoo.bag_of_bricks._features import FeaturesArg, feature_levels
+from brickzoo.bag_of_bricks._features import FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.errors import BrickDefinitionError, BrickInputError
 
@@ -641,6 +641,7 @@ def object_detection_bricks(
     score_threshold: float = 0.05,
     nms_threshold: float = 0.6,
     pre_nms_top_k: int = 1000,
+    strides: Sequence[int] | None = None,
 ) -> dict[str, BrickInterface]:
     """Bricks of an anchor-free FCOS-style object detector over several feature levels.
 
@@ -678,6 +679,9 @@ def object_detection_bricks(
         score_threshold: detections need a score above it.
         nms_threshold: IoU above which NMS drops the lower-scored box of a class.
         pre_nms_top_k: candidates per image entering NMS.
+        strides: detect only on the levels with these strides (all levels when None), e.g.
+            ``[8, 16, 32]`` to skip a stride-4 level that holds most of the locations and so most
+            of the head's cost; the finest kept level then takes every object up to its range.
 
     Returns:
         ``{"head", "postprocess", "loss", "metrics", "visualize"}`` bricks.
@@ -708,7 +712,7 @@ def object_detection_bricks(
         nms_threshold,
         pre_nms_top_k,
     )
-    levels = feature_levels(features, in_channels, owner=owner)
+    levels = select_levels(feature_levels(features, in_channels, owner=owner), strides, owner)
     no_stride = [level.name for level in levels if level.stride <= 0]
     if no_stride:
         raise BrickDefinitionError(

@@ -25,7 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from brickzoo._bricks import BrickInterface, BrickLoss, BrickMetrics, BrickPerImageVisualization, BrickTrainable
 from brickzoo.bag_of_bricks._checks import _shape, check_class_indices
 from brickzoo.bag_of_bricks._draw import draw_label, get_font, image_to_pil, palette
-from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels
+from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.errors import BrickDefinitionError, BrickInputError
 
@@ -310,6 +310,7 @@ def semantic_segmentation_bricks(
     decoder_channels: int = 64,
     dice_weight: float = 0.0,
     alpha: float = 0.5,
+    strides: Sequence[int] | None = None,
 ) -> dict[str, BrickInterface]:
     """Semantic segmentation head: FPN-style decoder, CE (+ Dice) loss, mIoU/pixel accuracy, overlay drawing.
 
@@ -338,6 +339,8 @@ def semantic_segmentation_bricks(
         decoder_channels: channels inside the decoder.
         dice_weight: weight of the soft Dice term added to cross-entropy; 0 turns it off.
         alpha: opacity of the class colours in the visualization.
+        strides: decode only the levels with these strides (all levels when None), e.g.
+            ``[8, 16]`` for a cheaper decoder.
 
     Returns:
         ``{"decode", "loss", "metrics", "visualize"}`` bricks, to nest under a head name.
@@ -360,7 +363,7 @@ def semantic_segmentation_bricks(
     )
     if problems:
         raise BrickDefinitionError(f"{owner}: " + "; ".join(problems))
-    levels = _ordered_levels(feature_levels(features, in_channels, owner=owner), owner)
+    levels = _ordered_levels(select_levels(feature_levels(features, in_channels, owner=owner), strides, owner), owner)
     names = list(class_names) if class_names is not None else [f"class {i}" for i in range(num_classes)]
 
     decoder = SemanticSegmentationDecoder(num_classes, [level.channels for level in levels], decoder_channels)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from brickzoo._collection import BrickCollection
-from brickzoo.errors import ConfigError
+from brickzoo.errors import BrickDefinitionError, ConfigError
 from brickzoo.zoo._config import HEAD_TASKS, load_config
 from brickzoo.zoo._datasets import build_datasets
 
@@ -130,7 +130,10 @@ def build_model(
         if head_name in bricks:
             raise ConfigError(f"model.heads.{head_name}: the name is taken by the {head_name!r} brick; rename the head")
         head_cfg["features"] = neck if source == "neck" else backbone
-        bricks[head_name] = _call(get_factory(factory_name).factory, head_cfg)
+        try:
+            bricks[head_name] = _call(get_factory(factory_name).factory, head_cfg)
+        except BrickDefinitionError as error:
+            raise ConfigError(f"model.heads.{head_name}: {error}") from error
     return BrickCollection(bricks), class_names
 
 
