@@ -177,6 +177,18 @@ def test_decoder_matches_hand_written_fpn() -> None:
     assert torch.equal(predictions, expected.argmax(dim=1))
 
 
+def test_predictions_take_the_first_class_on_ties_like_numpy_argmax() -> None:
+    decoder = SemanticSegmentationDecoder(num_classes=4, in_channels=[8, 16, 32], decoder_channels=12).eval()
+    with torch.no_grad():  # classes 1 and 3 always tie for the highest score; class 0 and 2 tie below them
+        decoder.classifier.weight.zero_()
+        decoder.classifier.bias.copy_(torch.tensor([0.5, 2.0, 0.5, 2.0]))
+        named = random_inputs(2, 32, 32)
+        logits, predictions = decoder(named["images"], *(named[level.name] for level in LEVELS))
+    expected = np.argmax(logits.numpy(), axis=1)
+    assert (expected == 1).all()
+    np.testing.assert_array_equal(predictions.numpy(), expected)
+
+
 def test_levels_are_ordered_by_stride_and_a_single_name_works() -> None:
     bricks = semantic_segmentation_bricks(3, [LEVELS[2], LEVELS[0], LEVELS[1]])
     assert bricks["decode"].input_names == ["images", "features/level2", "features/level3", "features/level4"]
