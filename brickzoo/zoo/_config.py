@@ -276,14 +276,17 @@ def validate_config(config: Mapping[str, Any], origin: str = "<config>") -> None
             return None
         return get_factory(name).factory
 
-    pre = model.get("preprocessor") or {}
-    if not isinstance(pre, dict):
-        problems.add("model.preprocessor", f"expected a mapping, got {type(pre).__name__}")
-    else:
-        factory = registered("model.preprocessor.factory", pre.get("factory", "preprocessor"), "preprocessor")
+    def factory_section(key: str, settings: Any, default_factory: str) -> None:
+        """``model.<key>``: a mapping whose optional ``factory`` is a registered ``key`` factory."""
+        if not isinstance(settings, dict):
+            problems.add(f"model.{key}", f"expected a mapping, got {type(settings).__name__}")
+            return
+        factory = registered(f"model.{key}.factory", settings.get("factory", default_factory), key)
         if factory:
-            args = {k: v for k, v in pre.items() if k != "factory"}
-            check_arguments(problems, "model.preprocessor", factory, args, WIRED_ARGUMENTS["preprocessor"])
+            args = {k: v for k, v in settings.items() if k != "factory"}
+            check_arguments(problems, f"model.{key}", factory, args, WIRED_ARGUMENTS[key])
+
+    factory_section("preprocessor", model.get("preprocessor") or {}, "preprocessor")
 
     backbone = model.get("backbone")
     if not isinstance(backbone, dict) or "name" not in backbone:
@@ -297,13 +300,7 @@ def validate_config(config: Mapping[str, Any], origin: str = "<config>") -> None
 
     neck = model.get("neck")
     if neck is not None:
-        if not isinstance(neck, dict):
-            problems.add("model.neck", f"expected a mapping, got {type(neck).__name__}")
-        else:
-            factory = registered("model.neck.factory", neck.get("factory", "fpn"), "neck")
-            if factory:
-                args = {k: v for k, v in neck.items() if k != "factory"}
-                check_arguments(problems, "model.neck", factory, args, WIRED_ARGUMENTS["neck"])
+        factory_section("neck", neck, "fpn")
 
     heads = model.get("heads")
     if not isinstance(heads, dict) or not heads:
