@@ -125,6 +125,20 @@ def test_a_valid_config_passes() -> None:
         (lambda c: c["data"]["train"].pop("num_samples"), "data.train.num_samples: missing; ShapesDataset needs it"),
         (lambda c: c["data"].update(batch_size=0), "data.batch_size: expected an integer >= 1, got 0"),
         (lambda c: c["model"].update(neck={"factory": "fnp"}), "model.neck.factory: unknown neck 'fnp'"),
+        (lambda c: c["model"].update(neck=[64]), "model.neck: expected a mapping, got list"),
+        (
+            lambda c: c["model"].update(neck={"out_chanels": 32}),
+            "model.neck.out_chanels: unknown argument of fpn_bricks; did you mean ['out_channels']?",
+        ),
+        (lambda c: c["model"].update(preprocessor=3), "model.preprocessor: expected a mapping, got int"),
+        (
+            lambda c: c["model"].update(preprocessor={"factory": "preprocesor"}),
+            "model.preprocessor.factory: unknown preprocessor 'preprocesor'; did you mean ['preprocessor']?",
+        ),
+        (
+            lambda c: c["model"].update(preprocessor={"normalized": "x"}),
+            "model.preprocessor.normalized: is set by the recipe itself and cannot be given here",
+        ),
         (
             lambda c: c["model"]["backbone"].update(features="x"),
             "model.backbone.features: is set by the recipe itself and cannot be given here",
