@@ -147,7 +147,22 @@ class BrickFeatureLevels(BrickModule):
         return step_single_level
 
 
-class BrickBackbone(BrickFeatureLevels, BrickTrainable):
+class _BackboneBrick(BrickFeatureLevels):
+    """The constructor both backbone bricks share; the trainable or frozen base comes next in the MRO."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: str,
+        feature_levels: Sequence[FeatureLevel],
+        data_config: Mapping[str, Any],
+        source_name: str | None = None,
+    ) -> None:
+        super().__init__(model, input_names=[images], output_names=[f.name for f in feature_levels])
+        self._describe_levels(feature_levels, data_config, source_name)
+
+
+class BrickBackbone(_BackboneBrick, BrickTrainable):
     """A trainable backbone brick: images in, one tensor per feature level out.
 
     Args:
@@ -158,34 +173,12 @@ class BrickBackbone(BrickFeatureLevels, BrickTrainable):
         source_name: the name it was built from (``"timm:resnet10t"``), shown when printing.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        images: str,
-        feature_levels: Sequence[FeatureLevel],
-        data_config: Mapping[str, Any],
-        source_name: str | None = None,
-    ) -> None:
-        BrickTrainable.__init__(self, model, input_names=[images], output_names=[f.name for f in feature_levels])
-        self._describe_levels(feature_levels, data_config, source_name)
 
-
-class BrickBackboneNotTrainable(BrickFeatureLevels, BrickNotTrainable):
+class BrickBackboneNotTrainable(_BackboneBrick, BrickNotTrainable):
     """A frozen backbone brick (parameters not trained, always in eval mode); see :class:`BrickBackbone`.
 
     Gradients still flow through it to earlier bricks, as for any :class:`BrickNotTrainable`.
     """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        images: str,
-        feature_levels: Sequence[FeatureLevel],
-        data_config: Mapping[str, Any],
-        source_name: str | None = None,
-    ) -> None:
-        BrickNotTrainable.__init__(self, model, input_names=[images], output_names=[f.name for f in feature_levels])
-        self._describe_levels(feature_levels, data_config, source_name)
 
 
 # -- backbone modules ----------------------------------------------------------------------------

@@ -86,28 +86,37 @@ def _call(factory: Any, arguments: Mapping[str, Any]) -> Any:
     return factory(**{k: v for k, v in arguments.items() if takes_kwargs or k in accepted})
 
 
+def _build(path: str, settings: Mapping[str, Any], default_factory: str, **wired: Any) -> Any:
+    """Call the registered factory of the config section at ``path`` with its settings and the
+    recipe's ``wired`` arguments; a factory's refusal becomes a ConfigError naming ``path``."""
+    from brickzoo.bag_of_bricks._registry import get_factory
+
+    arguments = dict(settings)
+    factory = get_factory(arguments.pop("factory", default_factory)).factory
+    try:
+        return _call(factory, {**arguments, **wired})
+    except BrickDefinitionError as error:
+        raise ConfigError(f"{path}: {error}") from error
+
+
 def build_model(
     config: Mapping[str, Any], datasets: Mapping[str, Dataset[Any]]
 ) -> tuple[BrickCollection, dict[str, list[str]]]:
     """The brick collection of a validated config; ``num_classes: auto`` takes the dataset's classes."""
-    from brickzoo.bag_of_bricks._registry import get_factory
-
     model = config["model"]
-    backbone_cfg = dict(model["backbone"])
-    backbone = _call(
-        get_factory(backbone_cfg.pop("factory", "backbone")).factory,
-        {**backbone_cfg, "images": "normalized", "features": "features"},
-    )
-    pre_cfg = dict(model.get("preprocessor") or {})
-    preprocessor = _call(
-        get_factory(pre_cfg.pop("factory", "preprocessor")).factory,
-        {**pre_cfg, "backbone": backbone, "images": "images", "normalized": "normalized"},
+    backbone = _build("model.backbone", model["backbone"], "backbone", images="normalized", features="features")
+    preprocessor = _build(
+        "model.preprocessor",
+        model.get("preprocessor") or {},
+        "preprocessor",
+        backbone=backbone,
+        images="images",
+        normalized="normalized",
     )
     bricks: dict[str, Any] = {**preprocessor, **backbone}
     neck = None
     if model.get("neck") is not None:
-        neck_cfg = dict(model["neck"])
-        neck = _call(get_factory(neck_cfg.pop("factory", "fpn")).factory, {**neck_cfg, "features": backbone})
+        neck = _build("model.neck", model["neck"], "fpn", features=backbone)
         bricks.update(neck)
     train_set = datasets["train"]
     tasks: Mapping[str, Sequence[str]] = getattr(train_set, "tasks", {})
@@ -130,10 +139,7 @@ def build_model(
         if head_name in bricks:
             raise ConfigError(f"model.heads.{head_name}: the name is taken by the {head_name!r} brick; rename the head")
         head_cfg["features"] = neck if source == "neck" else backbone
-        try:
-            bricks[head_name] = _call(get_factory(factory_name).factory, head_cfg)
-        except BrickDefinitionError as error:
-            raise ConfigError(f"model.heads.{head_name}: {error}") from error
+        bricks[head_name] = _build(f"model.heads.{head_name}", head_cfg, factory_name)
     return BrickCollection(bricks), class_names
 
 

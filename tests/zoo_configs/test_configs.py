@@ -229,3 +229,12 @@ def test_yaml_cannot_construct_python_objects(tmp_path: Path) -> None:
     evil.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(evil)
+
+
+def test_a_factory_refusing_its_settings_is_reported_with_the_section_path() -> None:
+    """Checks that need the built backbone (here: which levels exist) run at build time; the error names the key."""
+    with pytest.raises(ConfigError) as error:
+        build_recipe("shapes_multitask", ["model.neck.levels=[9]", "data.train.num_samples=4"])
+    message = str(error.value)
+    assert message.startswith("model.neck: fpn_bricks: levels=[9]: [9] are not among them")
+    assert "4 (features/level4: 512 channels, stride 32)" in message
