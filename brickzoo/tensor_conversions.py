@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 import torch
 from PIL import Image
 
 from brickzoo.errors import BrickInputError
+from brickzoo.torchbricks_compat import function_composer
 
 __all__ = [
     "batched_tensor_to_channel_last",
@@ -40,17 +38,6 @@ def torch_to_numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
     return tensor.numpy()
-
-
-def function_composer(*functions: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Compose functions left to right: ``function_composer(f, g)(x) == g(f(x))``."""
-
-    def composed(value: Any) -> Any:
-        for fn in functions:
-            value = fn(value)
-        return value
-
-    return composed
 
 
 def batched_tensor_to_channel_last(tensor: torch.Tensor) -> torch.Tensor:

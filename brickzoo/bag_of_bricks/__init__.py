@@ -15,23 +15,19 @@ Example:
     ... })
 """
 
-from brickzoo._bricks import BrickPerImageVisualization
 from brickzoo.bag_of_bricks._features import FeatureLevel, feature_levels
 from brickzoo.bag_of_bricks._registry import ZooEntry, get_factory, list_factories, list_zoo, register_factory
 from brickzoo.bag_of_bricks.backbones import (
-    BackboneResnet,
     BrickBackbone,
     BrickBackboneNotTrainable,
     backbone_bricks,
     check_backbone_name,
-    resnet_to_brick,
 )
 from brickzoo.bag_of_bricks.image_classification import (
     ClassificationHead,
     ClassificationLoss,
     ClassificationMetrics,
     ClassificationVisualizer,
-    ImageClassifier,
     image_classification_bricks,
 )
 from brickzoo.bag_of_bricks.necks import BrickNeck, FeaturePyramid, fpn_bricks
@@ -43,6 +39,7 @@ from brickzoo.bag_of_bricks.semantic_segmentation import (
     SemanticSegmentationVisualizer,
     semantic_segmentation_bricks,
 )
+from brickzoo.torchbricks_compat import BackboneResnet, BrickPerImageVisualization, ImageClassifier, resnet_to_brick
 
 __all__ = [
     "BackboneResnet",

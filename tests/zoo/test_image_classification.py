@@ -31,14 +31,10 @@ from brickzoo import BrickCollection, BrickNotTrainable, BrickTrainable, Stage, 
 from brickzoo.bag_of_bricks._draw import palette
 from brickzoo.bag_of_bricks._features import FeatureLevel
 from brickzoo.bag_of_bricks._registry import get_factory
-from brickzoo.bag_of_bricks.backbones import BackboneResnet, resnet_to_brick
-from brickzoo.bag_of_bricks.image_classification import (
-    ClassificationHead,
-    ImageClassifier,
-    image_classification_bricks,
-)
+from brickzoo.bag_of_bricks.image_classification import ClassificationHead, image_classification_bricks
 from brickzoo.bag_of_bricks.preprocessors import Preprocessor
 from brickzoo.errors import BrickDefinitionError, BrickInputError
+from brickzoo.torchbricks_compat import BackboneResnet, ImageClassifier, resnet_to_brick
 
 IN_CHANNELS = 8
 

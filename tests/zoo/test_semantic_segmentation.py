@@ -23,7 +23,6 @@ from brickzoo import BrickCollection, BrickNotTrainable, BrickTrainable, check_o
 from brickzoo.bag_of_bricks._draw import palette
 from brickzoo.bag_of_bricks._features import FeatureLevel
 from brickzoo.bag_of_bricks._registry import get_factory
-from brickzoo.bag_of_bricks.backbones import BackboneResnet
 from brickzoo.bag_of_bricks.preprocessors import Preprocessor
 from brickzoo.bag_of_bricks.semantic_segmentation import (
     SemanticSegmentationDecoder,
@@ -31,6 +30,7 @@ from brickzoo.bag_of_bricks.semantic_segmentation import (
     semantic_segmentation_bricks,
 )
 from brickzoo.errors import BrickDefinitionError, BrickInputError
+from brickzoo.torchbricks_compat import BackboneResnet
 
 LEVELS = [
     FeatureLevel("features/level2", channels=8, stride=4),
