@@ -20,6 +20,8 @@ __all__ = [
     "ExportError",
     "MissingInputsError",
     "WeightsError",
+    "WeightsNotADirectoryError",
+    "WeightsNotFoundError",
     "ZooError",
 ]
 
@@ -57,6 +59,14 @@ class BrickInputError(BrickzooError, ValueError):
 
 class WeightsError(BrickzooError, ValueError):
     """Weights could not be saved or loaded (shape mismatch, unreadable file)."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """A weight folder or file does not exist (also a ``FileNotFoundError``)."""
+
+
+class WeightsNotADirectoryError(WeightsError, NotADirectoryError):
+    """A file was given where a folder of weights is expected (also a ``NotADirectoryError``)."""
 
 
 class ExportError(BrickzooError, RuntimeError):
