@@ -32,8 +32,8 @@ from torchmetrics.classification import (
 )
 
 from brickzoo._bricks import BrickInterface, BrickLoss, BrickMetrics, BrickPerImageVisualization, BrickTrainable
+from brickzoo._draw import draw_label, get_font, image_to_pil, palette
 from brickzoo.bag_of_bricks._checks import _shape, check_batch, check_class_indices
-from brickzoo.bag_of_bricks._draw import draw_label, get_font, image_to_pil, palette
 from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.errors import BrickDefinitionError, BrickInputError

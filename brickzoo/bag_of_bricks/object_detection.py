@@ -41,6 +41,7 @@ from brickzoo._bricks import (
     BrickPerImageVisualization,
     BrickTrainable,
 )
+from brickzoo._draw import draw_label, get_font, image_to_pil, palette
 from brickzoo.bag_of_bricks._boxes import (
     anchor_points,
     boxes_to_ltrb,
@@ -48,7 +49,6 @@ from brickzoo.bag_of_bricks._boxes import (
     greedy_nms_keep_sorted,
     ltrb_to_boxes,
 )
-from brickzoo.bag_of_bricks._draw import draw_label, get_font, image_to_pil, palette
 from brickzoo.bag_of_bricks._features import FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.errors import BrickDefinitionError, BrickInputError

@@ -23,8 +23,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from brickzoo._bricks import BrickInterface, BrickLoss, BrickMetrics, BrickPerImageVisualization, BrickTrainable
+from brickzoo._draw import draw_label, get_font, image_to_pil, palette
 from brickzoo.bag_of_bricks._checks import _shape, check_class_indices
-from brickzoo.bag_of_bricks._draw import draw_label, get_font, image_to_pil, palette
 from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.errors import BrickDefinitionError, BrickInputError

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from brickzoo._draw import draw_label, get_font, image_to_pil, palette
 from brickzoo.errors import DataError
 
 _IGNORE_COLOUR = (255, 255, 255)
@@ -36,8 +37,6 @@ def draw_sample(
         >>> draw_sample(dataset[0], dataset.class_names, scale=2).size
         (128, 64)
     """
-    from brickzoo.bag_of_bricks._draw import draw_label, get_font, image_to_pil, palette
-
     if "images" not in sample:
         raise DataError(f"draw_sample: expected a sample with 'images', got keys {sorted(sample)}")
     image = image_to_pil(sample["images"])

@@ -10,6 +10,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from brickzoo._draw import get_font, palette
+
 Series = dict[str, list[tuple[float, float]]]  # {label: [(x, y), ...]}
 
 _BACKGROUND = (255, 255, 255)
@@ -55,8 +57,6 @@ def _tick_text(value: float, step: float) -> str:
 
 
 def _draw_panel(image: Image.Image, origin: tuple[int, int], panel: Panel) -> None:
-    from brickzoo.bag_of_bricks._draw import get_font, palette  # here: importing the zoo takes seconds
-
     draw = ImageDraw.Draw(image)
     font, title_font = get_font(12), get_font(15)
     width, height = _PANEL_SIZE
@@ -221,7 +221,6 @@ def predictions_grid(
         min_side: the common longer side is at least this.
         max_side: the common longer side is at most this.
     """
-    from brickzoo.bag_of_bricks._draw import get_font  # here: importing the zoo takes seconds
 
     font = get_font(14)
     largest = max((max(im.size) for images in rows.values() for im in images[:max_images]), default=min_side)

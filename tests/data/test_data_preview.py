@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from brickzoo.bag_of_bricks._draw import palette
+from brickzoo._draw import palette
 from brickzoo.data import ShapesDataset, draw_sample, preview_grid
 
 

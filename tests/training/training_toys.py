@@ -21,7 +21,7 @@ from brickzoo import (
     BrickPerImageVisualization,
     BrickTrainable,
 )
-from brickzoo.bag_of_bricks._draw import draw_label, get_font, image_to_pil, palette
+from brickzoo._draw import draw_label, get_font, image_to_pil, palette
 
 CHANNELS = 8
 

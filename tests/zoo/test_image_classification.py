@@ -28,7 +28,7 @@ from torchmetrics.functional.classification import (
 )
 
 from brickzoo import BrickCollection, BrickNotTrainable, BrickTrainable, Stage, check_onnx_parity, export_bricks_as_onnx
-from brickzoo.bag_of_bricks._draw import palette
+from brickzoo._draw import palette
 from brickzoo.bag_of_bricks._features import FeatureLevel
 from brickzoo.bag_of_bricks._registry import get_factory
 from brickzoo.bag_of_bricks.image_classification import ClassificationHead, image_classification_bricks

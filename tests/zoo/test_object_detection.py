@@ -24,9 +24,9 @@ from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from brickzoo import BrickCollection, BrickTrainable, check_onnx_parity, export_bricks_as_onnx
+from brickzoo._draw import palette
 from brickzoo.bag_of_bricks import _boxes, object_detection
 from brickzoo.bag_of_bricks._boxes import anchor_points, batched_nms_mask, level_points, ltrb_to_boxes
-from brickzoo.bag_of_bricks._draw import palette
 from brickzoo.bag_of_bricks._features import FeatureLevel
 from brickzoo.bag_of_bricks._registry import get_factory
 from brickzoo.bag_of_bricks.object_detection import (

@@ -20,7 +20,7 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_jaccard_index
 
 from brickzoo import BrickCollection, BrickNotTrainable, BrickTrainable, check_onnx_parity, export_bricks_as_onnx
-from brickzoo.bag_of_bricks._draw import palette
+from brickzoo._draw import palette
 from brickzoo.bag_of_bricks._features import FeatureLevel
 from brickzoo.bag_of_bricks._registry import get_factory
 from brickzoo.bag_of_bricks.preprocessors import Preprocessor
