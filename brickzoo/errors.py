@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "ExportError",
     "MissingInputsError",
+    "OutputError",
     "WeightsError",
     "WeightsNotADirectoryError",
     "WeightsNotFoundError",
@@ -79,6 +80,14 @@ class ConfigError(BrickzooError, ValueError):
 
 class DataError(BrickzooError, ValueError):
     """A dataset file or folder is missing, corrupt or inconsistent."""
+
+
+class OutputError(BrickzooError, OSError):
+    """An output file or folder cannot be written (also an ``OSError``).
+
+    A file where a folder is expected or the reverse, no write permission, or a run folder that
+    another process is using.
+    """
 
 
 class ZooError(BrickzooError, KeyError):
