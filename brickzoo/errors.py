@@ -17,6 +17,7 @@ __all__ = [
     "BrickzooError",
     "ConfigError",
     "DataError",
+    "DataWarning",
     "ExportError",
     "MissingInputsError",
     "OutputError",
@@ -87,6 +88,14 @@ class OutputError(BrickzooError, OSError):
 
     A file where a folder is expected or the reverse, no write permission, or a run folder that
     another process is using.
+    """
+
+
+class DataWarning(UserWarning):
+    """A dataset found doubtful input and says what it changed or suspects (clipped boxes, stray mask values).
+
+    The message counts the cases and names the file. It is a warning, not a :class:`BrickzooError`;
+    ``warnings.simplefilter("error", DataWarning)`` makes it raise.
     """
 
 
