@@ -56,7 +56,7 @@ def classification_losses(model: BrickCollection) -> Callable[[Batch], list[torc
         out = head(levels[-1])  # logits [B, C], predictions [B], ...
         with torch.no_grad():
             metrics.update(out["predictions"], batch["labels"])
-        return [loss(out["logits"], batch["labels"])]
+        return [loss(out["logits"], batch["labels"])["loss"]]
 
     return forward
 
@@ -76,15 +76,15 @@ def multitask_losses(model: BrickCollection) -> Callable[[Batch], list[torch.Ten
         levels = backbone(preprocessor(images))  # 4 x [B, C_i, H_i, W_i]
         pyramid = fpn(*levels)  # 4 x [B, 64, H_i, W_i]
         classified = cls_head(levels[-1])
-        seg_logits, seg_predictions = seg_decode(images, *pyramid)  # [B, K, H, W], [B, H, W]
-        det_raw = det_head(*pyramid)  # cls_logits [B, N, C], boxes [B, N, 4], centerness [B, N]
-        detections = det_post(*det_raw, images)  # boxes [B, D, 4], scores [B, D], labels [B, D]
-        losses = [cls_loss(classified["logits"], labels)]
-        losses += list(seg_loss(seg_logits, masks).values())
-        losses += list(det_loss(*det_raw, boxes, box_labels, *pyramid))
+        segmented = seg_decode(images, *pyramid)  # logits [B, K, H, W], predictions [B, H, W]
+        det_raw = det_head(*pyramid).values()  # cls_logits [B, N, C], box_regression [B, N, 4], centerness [B, N]
+        detections = det_post(*det_raw, images).values()  # boxes [B, D, 4], scores [B, D], labels [B, D]
+        losses = [cls_loss(classified["logits"], labels)["loss"]]
+        losses += list(seg_loss(segmented["logits"], masks).values())
+        losses += list(det_loss(*det_raw, boxes, box_labels, *pyramid).values())
         with torch.no_grad():
             cls_metrics.update(classified["predictions"], labels)
-            seg_metrics.update(seg_predictions, masks)
+            seg_metrics.update(segmented["predictions"], masks)
             det_metrics.update(*detections, boxes, box_labels)
         return losses
 

@@ -35,7 +35,8 @@ def test_readme_section_runs(section: str, tmp_path: Path, monkeypatch: pytest.M
         assert outputs["detect/boxes"].shape == (2, 100, 4)
         assert set(namespace["losses"]) == {
             "classify/loss",
-            "segment/loss",
+            "segment/loss_ce",
+            "segment/loss_dice",
             "detect/loss_cls",
             "detect/loss_box",
             "detect/loss_ctr",

@@ -13,7 +13,6 @@ import torch
 
 __all__ = [
     "anchor_points",
-    "batched_nms_mask",
     "boxes_to_ltrb",
     "centerness_from_ltrb",
     "greedy_nms_keep_sorted",
@@ -221,41 +220,3 @@ def greedy_nms_keep_sorted(
         while bool(_undecided_left(kept, suppressed)):
             kept, suppressed = _decide_round(overlaps, kept, suppressed)
     return kept
-
-
-def batched_nms_mask(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
-    labels: torch.Tensor,
-    iou_threshold: float,
-    valid: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Class-aware NMS per image on padded candidates, as a mask in the input order.
-
-    The fixed-shape counterpart of calling ``torchvision.ops.batched_nms`` on each image.
-
-    Args:
-        boxes (Tensor[B, K, 4]): ``(x1, y1, x2, y2)``.
-        scores (Tensor[B, K]): higher is better.
-        labels (Tensor[B, K]): class of each candidate.
-        iou_threshold: overlap above which the lower-scored candidate of a label is dropped.
-        valid (Tensor[B, K] | None): bool, candidates taking part; all when None.
-
-    Returns:
-        keep (Tensor[B, K]): bool, True for the candidates ``batched_nms`` would keep.
-
-    Example:
-        >>> boxes = torch.tensor([[[1.0, 1, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]]])
-        >>> batched_nms_mask(boxes, torch.tensor([[0.5, 0.9, 0.1]]), torch.zeros(1, 3, dtype=torch.long), 0.5).tolist()
-        [[False, True, True]]
-    """
-    if valid is None:
-        valid = torch.ones_like(scores, dtype=torch.bool)
-    order = scores.argsort(dim=1, descending=True, stable=True)  # [B, K]
-    keep_sorted = greedy_nms_keep_sorted(
-        boxes.gather(1, order[..., None].expand(-1, -1, 4)),
-        labels.gather(1, order),
-        valid.gather(1, order),
-        iou_threshold,
-    )  # [B, K] in score order
-    return torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)

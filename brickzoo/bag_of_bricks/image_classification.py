@@ -78,6 +78,9 @@ class ClassificationHead(nn.Module):
         (torch.Size([2]), torch.int64)
     """
 
+    OUTPUTS = ("logits", "probabilities", "predictions", "scores")
+    """The keys of the dict ``forward`` returns."""
+
     def __init__(
         self,
         in_channels: int,
@@ -161,7 +164,7 @@ class ClassificationLoss(nn.Module):
             float in [0, 1], integer 0/1 or bool.
 
     Returns:
-        The mean loss over the batch (a scalar tensor).
+        ``{"loss": the mean loss over the batch (a scalar tensor)}``.
 
     Raises:
         BrickInputError: targets of the wrong dtype or shape, a batch size other than the logits',
@@ -169,9 +172,12 @@ class ClassificationLoss(nn.Module):
 
     Example:
         >>> loss = ClassificationLoss(num_classes=3)
-        >>> loss(torch.zeros(2, 3), torch.tensor([0, 2])).shape
+        >>> loss(torch.zeros(2, 3), torch.tensor([0, 2]))["loss"].shape
         torch.Size([])
     """
+
+    OUTPUTS = ("loss",)
+    """The keys of the dict ``forward`` returns."""
 
     def __init__(
         self, num_classes: int, multilabel: bool = False, label_smoothing: float = 0.0, targets_name: str = "targets"
@@ -182,7 +188,7 @@ class ClassificationLoss(nn.Module):
         self.label_smoothing = label_smoothing
         self.targets_name = targets_name
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         what = f"targets {self.targets_name!r}"
         if self.multilabel:
             _check_multilabel_targets(targets, self.num_classes, what)
@@ -190,10 +196,10 @@ class ClassificationLoss(nn.Module):
             soft = targets.to(logits.dtype)  # [B, C]
             if self.label_smoothing > 0:
                 soft = soft * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-            return F.binary_cross_entropy_with_logits(logits, soft)
+            return {"loss": F.binary_cross_entropy_with_logits(logits, soft)}
         _check_class_targets(targets, self.num_classes, what)
         check_batch(targets, logits.shape[0], what)
-        return F.cross_entropy(logits, targets.long(), label_smoothing=self.label_smoothing)
+        return {"loss": F.cross_entropy(logits, targets.long(), label_smoothing=self.label_smoothing)}
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -463,12 +469,12 @@ def image_classification_bricks(
         "classify": BrickTrainable(
             head,
             input_names=[level.name],
-            output_names=["./logits", "./probabilities", "./predictions", "./scores"],
+            output_names={key: f"./{key}" for key in ClassificationHead.OUTPUTS},
         ),
         "loss": BrickLoss(
             ClassificationLoss(num_classes, multilabel, label_smoothing, targets_name=targets),
             input_names=["./logits", targets],
-            output_names=["./loss"],
+            output_names={key: f"./{key}" for key in ClassificationLoss.OUTPUTS},
         ),
         "metrics": BrickMetrics(
             ClassificationMetrics(num_classes, multilabel, float(threshold), targets_name=targets),

@@ -13,7 +13,8 @@ Tensor contract of the bricks built by :func:`object_detection_bricks` (``C = nu
   pixels), ``./centerness`` [B, N] (logits).
 - ``./boxes`` [B, K, 4] xyxy in input pixels, ``./scores`` [B, K] (0 for padding), ``./labels``
   [B, K] int64 (-1 for padding), best detection first.
-- targets: boxes [B, M, 4] float xyxy in input pixels, labels [B, M] int64 padded with -1.
+- ``targets`` (boxes [B, M, 4] float xyxy in input pixels) and ``target_labels`` ([B, M] int64
+  padded with -1).
 
 Reference: Tian et al., "FCOS: Fully Convolutional One-Stage Object Detection", 2019; the code
 follows the structure of ``torchvision/models/detection/fcos.py`` without sharing its code.
@@ -106,16 +107,19 @@ class FCOSHead(nn.Module):
 
     Shape:
         - features: one ``[B, in_channels[l], H_l, W_l]`` tensor per level, in the order given.
-        - returns ``(cls_logits [B, N, C], boxes [B, N, 4], centerness [B, N])`` where ``boxes``
-          are decoded xyxy in input pixels, ``centerness`` are logits and ``N = sum(H_l * W_l)``,
-          locations ordered level by level, row-major within a level.
+        - returns ``{"cls_logits": [B, N, C], "box_regression": [B, N, 4], "centerness": [B, N]}``
+          where ``box_regression`` holds the decoded boxes (xyxy in input pixels), ``centerness``
+          logits and ``N = sum(H_l * W_l)``, locations ordered level by level, row-major within a level.
 
     Example:
         >>> head = FCOSHead(num_classes=3, in_channels=[8, 8], strides=[8, 16], head_channels=16)
-        >>> cls_logits, boxes, centerness = head(torch.rand(2, 8, 8, 8), torch.rand(2, 8, 4, 4))
-        >>> cls_logits.shape, boxes.shape, centerness.shape
-        (torch.Size([2, 80, 3]), torch.Size([2, 80, 4]), torch.Size([2, 80]))
+        >>> outputs = head(torch.rand(2, 8, 8, 8), torch.rand(2, 8, 4, 4))
+        >>> [tuple(outputs[key].shape) for key in FCOSHead.OUTPUTS]
+        [(2, 80, 3), (2, 80, 4), (2, 80)]
     """
+
+    OUTPUTS = ("cls_logits", "box_regression", "centerness")
+    """The keys of the dict ``forward`` returns."""
 
     def __init__(
         self,
@@ -151,7 +155,7 @@ class FCOSHead(nn.Module):
                 nn.init.zeros_(module.bias)  # type: ignore[arg-type]
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))  # type: ignore[arg-type]
 
-    def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, *features: torch.Tensor) -> dict[str, torch.Tensor]:
         if len(features) != len(self.strides):
             raise BrickInputError(
                 f"FCOSHead: expected {len(self.strides)} feature levels (strides {self.strides}), got {len(features)}"
@@ -174,7 +178,11 @@ class FCOSHead(nn.Module):
             all_logits.append(cls_logits.flatten(2).transpose(1, 2))  # [B, HW, C]
             all_boxes.append(ltrb_to_boxes(points, distances.flatten(2).transpose(1, 2)))  # [B, HW, 4]
             all_centerness.append(centerness.flatten(1))  # [B, HW]
-        return torch.cat(all_logits, dim=1), torch.cat(all_boxes, dim=1), torch.cat(all_centerness, dim=1)
+        return {
+            "cls_logits": torch.cat(all_logits, dim=1),  # [B, N, C]
+            "box_regression": torch.cat(all_boxes, dim=1),  # [B, N, 4]
+            "centerness": torch.cat(all_centerness, dim=1),  # [B, N]
+        }
 
 
 # -- post-processing ------------------------------------------------------------------------------
@@ -198,15 +206,18 @@ class DetectionPostprocessor(nn.Module):
     Shape:
         - cls_logits ``[B, N, C]``, boxes ``[B, N, 4]`` xyxy in input pixels, centerness ``[B, N]``
           logits, images (optional) ``[B, 3, H, W]``, only read for ``H, W`` to clip the boxes.
-        - returns ``(boxes [B, K, 4], scores [B, K], labels [B, K] int64)``, best first; padding
-          has zero boxes, score 0 and label -1.
+        - returns ``{"boxes": [B, K, 4], "scores": [B, K], "labels": [B, K] int64}``, best first;
+          padding has zero boxes, score 0 and label -1.
 
     Example:
         >>> post = DetectionPostprocessor(max_detections=5)
-        >>> boxes, scores, labels = post(torch.zeros(2, 10, 3), torch.rand(2, 10, 4), torch.zeros(2, 10))
-        >>> boxes.shape, scores.shape, labels.dtype
+        >>> detections = post(torch.zeros(2, 10, 3), torch.rand(2, 10, 4), torch.zeros(2, 10))
+        >>> detections["boxes"].shape, detections["scores"].shape, detections["labels"].dtype
         (torch.Size([2, 5, 4]), torch.Size([2, 5]), torch.int64)
     """
+
+    OUTPUTS = ("boxes", "scores", "labels")
+    """The keys of the dict ``forward`` returns."""
 
     def __init__(
         self,
@@ -227,7 +238,7 @@ class DetectionPostprocessor(nn.Module):
         boxes: torch.Tensor,
         centerness: torch.Tensor,
         images: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> dict[str, torch.Tensor]:
         cls_logits, boxes, centerness = cls_logits.detach(), boxes.detach(), centerness.detach()
         num_classes = cls_logits.shape[2]
         scores = torch.sqrt(torch.sigmoid(cls_logits) * torch.sigmoid(centerness)[..., None])  # [B, N, C]
@@ -257,7 +268,7 @@ class DetectionPostprocessor(nn.Module):
             boxes = F.pad(boxes, (0, 0, 0, missing))
             scores = F.pad(scores, (0, missing))
             labels = F.pad(labels, (0, missing), value=-1)
-        return boxes, scores, labels
+        return {"boxes": boxes, "scores": scores, "labels": labels}
 
 
 # -- loss ------------------------------------------------------------------------------------------
@@ -285,14 +296,15 @@ class FCOSLoss(nn.Module):
         center_sampling_radius: radius of centre sampling in strides, or None.
         focal_alpha: ``alpha`` of the focal loss.
         focal_gamma: ``gamma`` of the focal loss.
-        target_names: names of the boxes and labels tensors, used in error messages.
+        targets_name: the name of the ground-truth boxes tensor, used in error messages.
+        target_labels_name: the name of the ground-truth labels tensor, used in error messages.
 
     Shape:
         - cls_logits ``[B, N, C]``, boxes ``[B, N, 4]`` (decoded xyxy), centerness ``[B, N]``.
-        - target_boxes ``[B, M, 4]`` float xyxy in input pixels, target_labels ``[B, M]`` int64
+        - targets ``[B, M, 4]`` float xyxy in input pixels, target_labels ``[B, M]`` int64
           padded with -1 (``M`` may be 0).
         - features: the head's input levels, only read for their sizes ``(H_l, W_l)``.
-        - returns ``(loss_cls, loss_box, loss_ctr)``, scalars.
+        - returns ``{"loss_cls", "loss_box", "loss_ctr"}``, scalars.
 
     Raises:
         BrickInputError: targets of the wrong type, shape or dtype, labels outside
@@ -302,9 +314,12 @@ class FCOSLoss(nn.Module):
         >>> loss = FCOSLoss(num_classes=2, strides=[8])
         >>> losses = loss(torch.zeros(1, 4, 2), torch.rand(1, 4, 4) * 16, torch.zeros(1, 4),
         ...               torch.tensor([[[0.0, 0, 16, 16]]]), torch.tensor([[1]]), torch.zeros(1, 8, 2, 2))
-        >>> [round(float(v), 3) for v in losses[2:]]
-        [0.693]
+        >>> round(float(losses["loss_ctr"]), 3)
+        0.693
     """
+
+    OUTPUTS = ("loss_cls", "loss_box", "loss_ctr")
+    """The keys of the dict ``forward`` returns."""
 
     def __init__(
         self,
@@ -313,7 +328,8 @@ class FCOSLoss(nn.Module):
         center_sampling_radius: float | None = 1.5,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
-        target_names: tuple[str, str] = ("boxes", "box_labels"),
+        targets_name: str = "boxes",
+        target_labels_name: str = "box_labels",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -321,11 +337,12 @@ class FCOSLoss(nn.Module):
         self.center_sampling_radius = center_sampling_radius
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
-        self.target_names = target_names
+        self.targets_name = targets_name
+        self.target_labels_name = target_labels_name
 
     def check_targets(self, target_boxes: Any, target_labels: Any, batch_size: int) -> None:
         """Raise :class:`BrickInputError` unless the targets follow the contract (see the class)."""
-        boxes_name, labels_name = self.target_names
+        boxes_name, labels_name = self.targets_name, self.target_labels_name
         if (
             not isinstance(target_boxes, torch.Tensor)
             or not target_boxes.is_floating_point()
@@ -412,7 +429,7 @@ class FCOSLoss(nn.Module):
         target_boxes: torch.Tensor,
         target_labels: torch.Tensor,
         *features: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> dict[str, torch.Tensor]:
         batch_size, num_points, num_classes = cls_logits.shape
         self.check_targets(target_boxes, target_labels, batch_size)
         if len(features) != len(self.strides):
@@ -446,7 +463,7 @@ class FCOSLoss(nn.Module):
         giou = torchvision.ops.generalized_box_iou_loss(boxes[positive], gt_boxes, reduction="none")  # [P]
         loss_box = (giou * gt_centerness).sum() / gt_centerness.sum().clamp(min=1e-6)
         loss_ctr = F.binary_cross_entropy_with_logits(centerness[positive], gt_centerness, reduction="sum")
-        return loss_cls / normaliser, loss_box, loss_ctr / normaliser
+        return {"loss_cls": loss_cls / normaliser, "loss_box": loss_box, "loss_ctr": loss_ctr / normaliser}
 
 
 # -- metrics -------------------------------------------------------------------------------------
@@ -461,7 +478,7 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
             the box format is xyxy, the IoU type bbox and the backend pycocotools.
 
     Shape:
-        update(boxes ``[B, K, 4]``, scores ``[B, K]``, labels ``[B, K]``, target_boxes ``[B, M, 4]``,
+        update(boxes ``[B, K, 4]``, scores ``[B, K]``, labels ``[B, K]``, targets ``[B, M, 4]``,
         target_labels ``[B, M]``), xyxy in input pixels, labels -1 for padding.
 
     Example:
@@ -491,33 +508,29 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
         boxes: torch.Tensor,
         scores: torch.Tensor,
         labels: torch.Tensor,
-        target_boxes: torch.Tensor,
+        targets: torch.Tensor,
         target_labels: torch.Tensor,
     ) -> None:
-        if (
-            boxes.shape[:2] != labels.shape
-            or scores.shape != labels.shape
-            or target_boxes.shape[:2] != target_labels.shape
-        ):
+        if boxes.shape[:2] != labels.shape or scores.shape != labels.shape or targets.shape[:2] != target_labels.shape:
             raise BrickInputError(
                 f"DetectionMeanAveragePrecision: expected boxes [B, K, 4], scores [B, K], labels [B, K], "
                 f"target boxes [B, M, 4] and target labels [B, M]; got {_describe(boxes)}, {_describe(scores)}, "
-                f"{_describe(labels)}, {_describe(target_boxes)}, {_describe(target_labels)}"
+                f"{_describe(labels)}, {_describe(targets)}, {_describe(target_labels)}"
             )
-        if boxes.shape[0] != target_boxes.shape[0]:
+        if boxes.shape[0] != targets.shape[0]:
             raise BrickInputError(
                 f"DetectionMeanAveragePrecision: {boxes.shape[0]} images of predictions but "
-                f"{target_boxes.shape[0]} of targets"
+                f"{targets.shape[0]} of targets"
             )
         predictions = [
             {"boxes": b[keep], "scores": s[keep], "labels": lab[keep]}
             for b, s, lab in zip(boxes.detach(), scores.detach(), labels, strict=True)
             for keep in [lab >= 0]
         ]
-        targets = [
-            {"boxes": b[lab >= 0], "labels": lab[lab >= 0]} for b, lab in zip(target_boxes, target_labels, strict=True)
+        truths = [
+            {"boxes": b[lab >= 0], "labels": lab[lab >= 0]} for b, lab in zip(targets, target_labels, strict=True)
         ]
-        super().update(predictions, targets)
+        super().update(predictions, truths)
 
 
 # -- visualization ---------------------------------------------------------------------------------
@@ -596,7 +609,8 @@ class DetectionVisualizer:
 def _check_factory_arguments(
     num_classes: int,
     class_names: Sequence[str] | None,
-    targets: Sequence[str],
+    targets: str,
+    target_labels: str,
     head_channels: int,
     num_convs: int,
     max_detections: int,
@@ -610,8 +624,9 @@ def _check_factory_arguments(
         problems.append(f"num_classes must be an int >= 1, got {num_classes!r}")
     elif class_names is not None and len(class_names) != num_classes:
         problems.append(f"class_names must hold num_classes={num_classes} names, got {len(class_names)}")
-    if isinstance(targets, str) or len(targets) != 2 or not all(isinstance(t, str) and t for t in targets):
-        problems.append(f"targets must be the two names (boxes, labels), e.g. ('boxes', 'box_labels'), got {targets!r}")
+    for what, name in (("targets", targets), ("target_labels", target_labels)):
+        if not isinstance(name, str) or not name:
+            problems.append(f"{what} must be a non-empty tensor name, got {name!r}")
     for name, value, least in [
         ("head_channels", head_channels, 1),
         ("num_convs", num_convs, 0),
@@ -631,9 +646,9 @@ def _check_factory_arguments(
 def object_detection_bricks(
     num_classes: int,
     features: FeaturesArg,
-    targets: Sequence[str] = ("boxes", "box_labels"),
+    targets: str = "boxes",
+    target_labels: str = "box_labels",
     images: str = "images",
-    in_channels: int | None = None,
     class_names: Sequence[str] | None = None,
     head_channels: int = 64,
     num_convs: int = 2,
@@ -649,8 +664,8 @@ def object_detection_bricks(
     are relative names, and at the root ``./boxes`` would be the dataset's ``boxes``.
 
     Reads: the feature levels (absolute names from ``features``), ``images`` (``[B, 3, H, W]``,
-    for clipping and drawing) and ``targets`` (boxes ``[B, M, 4]`` float xyxy in input pixels and
-    labels ``[B, M]`` int64 padded with -1). Writes, relative to where the dict is nested:
+    for clipping and drawing), ``targets`` (boxes ``[B, M, 4]`` float xyxy in input pixels) and
+    ``target_labels`` (``[B, M]`` int64 padded with -1). Writes, relative to where the dict is nested:
 
     - ``head`` (MODEL, :class:`FCOSHead`): ``./cls_logits`` [B, N, C], ``./box_regression``
       [B, N, 4] (decoded boxes, xyxy in input pixels), ``./centerness`` [B, N] logits;
@@ -668,10 +683,9 @@ def object_detection_bricks(
         features: the levels to detect on, with their strides: a list of ``FeatureLevel``, or the
             bricks of ``fpn_bricks``/``backbone_bricks`` (anything ``feature_levels()`` accepts
             that carries strides).
-        targets: names of the ground-truth boxes and labels.
+        targets: name of the ground-truth boxes.
+        target_labels: name of the ground-truth labels.
         images: name of the input images.
-        in_channels: channels when ``features`` is a tensor name (which has no stride, so it
-            is rejected; kept for the zoo's common vocabulary).
         class_names: one name per class, for the visualizer.
         head_channels: channels of the head's towers.
         num_convs: convolutions per tower.
@@ -687,7 +701,8 @@ def object_detection_bricks(
         ``{"head", "postprocess", "loss", "metrics", "visualize"}`` bricks.
 
     Raises:
-        BrickDefinitionError: invalid arguments, or a level without a stride.
+        BrickDefinitionError: invalid arguments, ``features`` given as a tensor name or a level
+            without a stride.
 
     Example:
         >>> from brickzoo import BrickCollection
@@ -705,6 +720,7 @@ def object_detection_bricks(
         num_classes,
         class_names,
         targets,
+        target_labels,
         head_channels,
         num_convs,
         max_detections,
@@ -712,7 +728,13 @@ def object_detection_bricks(
         nms_threshold,
         pre_nms_top_k,
     )
-    levels = select_levels(feature_levels(features, in_channels, owner=owner), strides, owner)
+    if isinstance(features, str):
+        raise BrickDefinitionError(
+            f"{owner}: features={features!r} is a tensor name, which carries no stride, and detection needs the "
+            "stride of every feature level; pass FeatureLevel(name, channels, stride) objects or the bricks of "
+            "backbone_bricks/fpn_bricks"
+        )
+    levels = select_levels(feature_levels(features, owner=owner), strides, owner)
     no_stride = [level.name for level in levels if level.stride <= 0]
     if no_stride:
         raise BrickDefinitionError(
@@ -721,27 +743,26 @@ def object_detection_bricks(
         )
     level_names = [level.name for level in levels]
     strides = [level.stride for level in levels]
-    boxes_name, labels_name = targets
-    raw = ["./cls_logits", "./box_regression", "./centerness"]
-    detections = ["./boxes", "./scores", "./labels"]
+    raw = [f"./{key}" for key in FCOSHead.OUTPUTS]
+    detections = [f"./{key}" for key in DetectionPostprocessor.OUTPUTS]
     return {
         "head": BrickTrainable(
             FCOSHead(num_classes, [level.channels for level in levels], strides, head_channels, num_convs),
             input_names=level_names,
-            output_names=raw,
+            output_names={key: f"./{key}" for key in FCOSHead.OUTPUTS},
         ),
         "postprocess": BrickNotTrainable(
             DetectionPostprocessor(max_detections, score_threshold, nms_threshold, pre_nms_top_k),
             input_names=[*raw, images],
-            output_names=detections,
+            output_names={key: f"./{key}" for key in DetectionPostprocessor.OUTPUTS},
         ),
         "loss": BrickLoss(
-            FCOSLoss(num_classes, strides, target_names=(boxes_name, labels_name)),
-            input_names=[*raw, boxes_name, labels_name, *level_names],
-            output_names=["./loss_cls", "./loss_box", "./loss_ctr"],
+            FCOSLoss(num_classes, strides, targets_name=targets, target_labels_name=target_labels),
+            input_names=[*raw, targets, target_labels, *level_names],
+            output_names={key: f"./{key}" for key in FCOSLoss.OUTPUTS},
         ),
         "metrics": BrickMetricSingle(
-            DetectionMeanAveragePrecision(), input_names=[*detections, boxes_name, labels_name]
+            DetectionMeanAveragePrecision(), input_names=[*detections, targets, target_labels]
         ),
         "visualize": BrickPerImageVisualization(
             DetectionVisualizer(num_classes, class_names),

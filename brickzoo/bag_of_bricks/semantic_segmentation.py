@@ -57,14 +57,17 @@ class SemanticSegmentationDecoder(nn.Module):
             ``in_channels``).
 
     Returns:
-        ``(logits (Tensor[B, num_classes, H, W]), predictions (Tensor[B, H, W]) int64 argmax)``.
+        ``{"logits": Tensor[B, num_classes, H, W], "predictions": Tensor[B, H, W] int64 argmax}``.
 
     Example:
         >>> decoder = SemanticSegmentationDecoder(num_classes=3, in_channels=[8, 16])
-        >>> logits, predictions = decoder(torch.zeros(2, 3, 32, 32), torch.zeros(2, 8, 8, 8), torch.zeros(2, 16, 4, 4))
-        >>> logits.shape, predictions.shape
+        >>> outputs = decoder(torch.zeros(2, 3, 32, 32), torch.zeros(2, 8, 8, 8), torch.zeros(2, 16, 4, 4))
+        >>> outputs["logits"].shape, outputs["predictions"].shape
         (torch.Size([2, 3, 32, 32]), torch.Size([2, 32, 32]))
     """
+
+    OUTPUTS = ("logits", "predictions")
+    """The keys of the dict ``forward`` returns."""
 
     def __init__(self, num_classes: int, in_channels: Sequence[int], decoder_channels: int = 64) -> None:
         super().__init__()
@@ -76,7 +79,7 @@ class SemanticSegmentationDecoder(nn.Module):
         )
         self.classifier = nn.Conv2d(decoder_channels, num_classes, kernel_size=1)
 
-    def forward(self, images: torch.Tensor, *features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, *features: torch.Tensor) -> dict[str, torch.Tensor]:
         merged = self.laterals[-1](features[-1])  # [B, D, H_L, W_L], the coarsest level
         for index in range(len(features) - 2, -1, -1):
             lateral = self.laterals[index](features[index])  # [B, D, H_l, W_l]
@@ -84,7 +87,7 @@ class SemanticSegmentationDecoder(nn.Module):
         logits = self.classifier(self.fuse(merged))  # [B, C, H_0, W_0]
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)  # [B, C, H, W]
         # max(dim=1).indices is argmax (first maximum on ties) and, on CPU, ~10x faster than argmax(dim=1)
-        return logits, logits.max(dim=1).indices  # [B, C, H, W], [B, H, W]
+        return {"logits": logits, "predictions": logits.max(dim=1).indices}  # [B, C, H, W], [B, H, W]
 
 
 def soft_dice_loss(
@@ -118,7 +121,7 @@ def soft_dice_loss(
 
 
 class SemanticSegmentationLoss(nn.Module):
-    """Pixel-wise cross-entropy, plus ``dice_weight`` times :func:`soft_dice_loss` when it is above 0.
+    """Pixel-wise cross-entropy and ``dice_weight`` times :func:`soft_dice_loss`, as two loss terms.
 
     Cross-entropy is averaged over the valid pixels (those not equal to ``ignore_index``); a
     batch whose pixels are all ignored gives 0 rather than NaN.
@@ -126,21 +129,25 @@ class SemanticSegmentationLoss(nn.Module):
     Args:
         num_classes: number of classes, background included.
         ignore_index: mask value of pixels to leave out.
-        dice_weight: weight of the Dice term; 0 turns it off.
+        dice_weight: weight of the Dice term; with 0, ``loss_dice`` is a constant zero.
 
     Inputs:
         logits (Tensor[B, C, H, W]): raw scores.
         masks (Tensor[B, H, W]): int64 class indices in ``[0, num_classes)`` or ``ignore_index``.
 
     Returns:
-        ``{"loss": cross_entropy}`` without Dice; with Dice on, the two terms to be summed:
-        ``{"loss_ce": cross_entropy, "loss_dice": dice_weight * dice}`` (no separate total, so a
-        trainer summing every loss output counts each term once).
+        ``{"loss_ce": cross_entropy, "loss_dice": dice_weight * dice}``, the two terms to be summed
+        (no separate total, so a trainer summing every loss output counts each term once). Both
+        keys are always there: with ``dice_weight`` 0, ``loss_dice`` is a zero that costs nothing
+        (Dice is not computed).
 
     Raises:
         BrickInputError: masks are not int64 ``[B, H, W]`` of the logits' size, or hold a value
             that is neither a class index nor ``ignore_index``.
     """
+
+    OUTPUTS = ("loss_ce", "loss_dice")
+    """The keys of the dict ``forward`` returns."""
 
     def __init__(self, num_classes: int, ignore_index: int = 255, dice_weight: float = 0.0) -> None:
         super().__init__()
@@ -154,7 +161,7 @@ class SemanticSegmentationLoss(nn.Module):
         summed = F.cross_entropy(logits, masks, ignore_index=self.ignore_index, reduction="sum")
         loss_ce = summed / valid_pixels
         if self.dice_weight <= 0.0:
-            return {"loss": loss_ce}
+            return {"loss_ce": loss_ce, "loss_dice": torch.zeros((), dtype=loss_ce.dtype, device=loss_ce.device)}
         loss_dice = soft_dice_loss(logits, masks, ignore_index=self.ignore_index)
         return {"loss_ce": loss_ce, "loss_dice": self.dice_weight * loss_dice}
 
@@ -320,8 +327,8 @@ def semantic_segmentation_bricks(
     - ``"decode"`` (MODEL): reads ``images`` (for their size) and the feature levels; writes
       ``"./logits"`` ``[B, num_classes, H, W]`` and ``"./predictions"`` ``[B, H, W]`` int64 (argmax).
     - ``"loss"`` (LOSS): reads ``"./logits"`` and ``targets`` (int64 masks ``[B, H, W]``); writes
-      ``"./loss"``, or with ``dice_weight > 0`` the two terms ``"./loss_ce"`` and ``"./loss_dice"`` (weighted)
-      (detached, for logging; the total ``"./loss"`` is the one to optimise).
+      the two terms to sum, ``"./loss_ce"`` and ``"./loss_dice"`` (already weighted by ``dice_weight``;
+      0 when ``dice_weight`` is 0).
     - ``"metrics"`` (METRIC): macro mean IoU ``"miou"`` and micro ``"pixel_accuracy"`` over
       ``"./predictions"`` and ``targets``, both ignoring ``ignore_index``.
     - ``"visualize"`` (VISUALIZATION): reads ``images`` and ``"./predictions"``; writes
@@ -338,7 +345,7 @@ def semantic_segmentation_bricks(
         class_names: one name per class; ``"class 0"``, ``"class 1"``... by default.
         ignore_index: mask value of pixels ignored by loss and metrics.
         decoder_channels: channels inside the decoder.
-        dice_weight: weight of the soft Dice term added to cross-entropy; 0 turns it off.
+        dice_weight: weight of the soft Dice term added to cross-entropy; 0 turns it off (``./loss_dice`` is 0).
         alpha: opacity of the class colours in the visualization.
         strides: decode only the levels with these strides (all levels when None), e.g.
             ``[8, 16]`` for a cheaper decoder.
@@ -368,7 +375,6 @@ def semantic_segmentation_bricks(
     names = list(class_names) if class_names is not None else [f"class {i}" for i in range(num_classes)]
 
     decoder = SemanticSegmentationDecoder(num_classes, [level.channels for level in levels], decoder_channels)
-    loss_outputs = {"loss_ce": "./loss_ce", "loss_dice": "./loss_dice"} if dice_weight > 0 else {"loss": "./loss"}
     metrics = MetricCollection(
         {
             "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
@@ -379,12 +385,12 @@ def semantic_segmentation_bricks(
         "decode": BrickTrainable(
             decoder,
             input_names=[images, *(level.name for level in levels)],
-            output_names=["./logits", "./predictions"],
+            output_names={key: f"./{key}" for key in SemanticSegmentationDecoder.OUTPUTS},
         ),
         "loss": BrickLoss(
             SemanticSegmentationLoss(num_classes, ignore_index=ignore_index, dice_weight=float(dice_weight)),
             input_names=["./logits", targets],
-            output_names=loss_outputs,
+            output_names={key: f"./{key}" for key in SemanticSegmentationLoss.OUTPUTS},
         ),
         "metrics": BrickMetrics(metrics, input_names=["./predictions", targets]),
         "visualize": BrickPerImageVisualization(

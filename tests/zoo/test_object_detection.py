@@ -26,7 +26,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from brickzoo import BrickCollection, BrickTrainable, check_onnx_parity, export_bricks_as_onnx
 from brickzoo._draw import palette
 from brickzoo.bag_of_bricks import _boxes, object_detection
-from brickzoo.bag_of_bricks._boxes import anchor_points, batched_nms_mask, level_points, ltrb_to_boxes
+from brickzoo.bag_of_bricks._boxes import anchor_points, greedy_nms_keep_sorted, level_points, ltrb_to_boxes
 from brickzoo.bag_of_bricks._features import FeatureLevel
 from brickzoo.bag_of_bricks._registry import get_factory
 from brickzoo.bag_of_bricks.object_detection import (
@@ -102,7 +102,9 @@ def test_points_and_decoding_hand_computed() -> None:
     with torch.no_grad():
         head.box_distances.weight.zero_()
         head.box_distances.bias.copy_(torch.tensor([0.5, 1.0, 1.5, 2.0]).log())  # type: ignore[union-attr]
-    cls_logits, boxes, centerness = head(torch.rand(1, 4, 8, 8), torch.rand(1, 4, 4, 4))
+    outputs = head(torch.rand(1, 4, 8, 8), torch.rand(1, 4, 4, 4))
+    assert list(outputs) == ["cls_logits", "box_regression", "centerness"]
+    cls_logits, boxes, centerness = outputs["cls_logits"], outputs["box_regression"], outputs["centerness"]
     assert cls_logits.shape == (1, 80, 2) and centerness.shape == (1, 80)
     # level 1 (stride 16): distances (8, 16, 24, 32) at point (40, 24)
     torch.testing.assert_close(boxes[0, 64 + 6], torch.tensor([32.0, 8, 64, 56]))
@@ -111,6 +113,25 @@ def test_points_and_decoding_hand_computed() -> None:
 
 
 # -- NMS -----------------------------------------------------------------------------------------
+def nms_mask(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    iou_threshold: float,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """greedy_nms_keep_sorted on candidates sorted by score here, its keep mask put back in the input order."""
+    valid = torch.ones_like(scores, dtype=torch.bool) if valid is None else valid
+    order = scores.argsort(dim=1, descending=True, stable=True)  # [B, K]
+    keep_sorted = greedy_nms_keep_sorted(
+        boxes.gather(1, order[..., None].expand(-1, -1, 4)),
+        labels.gather(1, order),
+        valid.gather(1, order),
+        iou_threshold,
+    )
+    return torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+
+
 def random_candidates(seed: int, batch: int, num: int, num_classes: int) -> tuple[torch.Tensor, ...]:
     """Clustered boxes (so that many overlap and suppression chains form), unique scores, labels."""
     generator = torch.Generator().manual_seed(seed)
@@ -138,7 +159,7 @@ def test_nms_keeps_what_torchvision_batched_nms_keeps(
 ) -> None:
     boxes, scores, labels = random_candidates(seed, batch, num, num_classes)
     valid = scores > 1 - valid_fraction
-    keep = batched_nms_mask(boxes, scores, labels, iou_threshold, valid=valid)
+    keep = nms_mask(boxes, scores, labels, iou_threshold, valid=valid)
     for b in range(batch):
         candidates = torch.nonzero(valid[b])[:, 0]
         kept = torchvision.ops.batched_nms(
@@ -161,7 +182,7 @@ def test_nms_long_suppression_chain() -> None:
     boxes = chain_boxes(41)[None]  # [1, 41, 4]
     scores = torch.linspace(0.9, 0.5, 41)[None]
     labels = torch.zeros(1, 41, dtype=torch.int64)
-    keep = batched_nms_mask(boxes, scores, labels, 0.5)
+    keep = nms_mask(boxes, scores, labels, 0.5)
     assert torch.nonzero(keep[0])[:, 0].tolist() == list(range(0, 41, 2))
     assert sorted(torchvision.ops.batched_nms(boxes[0], scores[0], labels[0], 0.5).tolist()) == list(range(0, 41, 2))
 
@@ -204,7 +225,9 @@ def test_postprocessor_matches_torchvision_per_image(
     boxes = boxes * 1.3 - 8  # some boxes cross the image border and get clipped
     post = DetectionPostprocessor(max_detections, 0.3, nms_threshold, pre_nms_top_k)
     images = torch.zeros(batch, 3, 48, 64)
-    out_boxes, out_scores, out_labels = post(cls_logits, boxes, centerness, images)
+    detections = post(cls_logits, boxes, centerness, images)
+    assert list(detections) == ["boxes", "scores", "labels"]
+    out_boxes, out_scores, out_labels = detections["boxes"], detections["scores"], detections["labels"]
     assert out_boxes.shape == (batch, max_detections, 4) and out_labels.dtype == torch.int64
     for b, (ref_boxes, ref_scores, ref_labels) in enumerate(
         reference_detections(cls_logits, boxes, centerness, (48, 64), post)
@@ -230,8 +253,8 @@ def test_detections_are_batch_independent() -> None:
     # the post-processing alone on identical inputs: identical decisions, scores up to 1 ulp (vectorised sigmoid)
     post = model.get_submodule("detect.postprocess.model")
     raw = [together[f"detect/{name}"] for name in ("cls_logits", "box_regression", "centerness")]
-    batched_boxes, batched_scores, batched_labels = post(*raw, images)
-    single_boxes, single_scores, single_labels = post(*(r[1:2] for r in raw), images[1:2])
+    batched_boxes, batched_scores, batched_labels = post(*raw, images).values()
+    single_boxes, single_scores, single_labels = post(*(r[1:2] for r in raw), images[1:2]).values()
     assert torch.equal(batched_labels[1:2], single_labels) and torch.equal(batched_boxes[1:2], single_boxes)
     torch.testing.assert_close(batched_scores[1:2], single_scores, rtol=0, atol=1e-6)
 
@@ -493,14 +516,18 @@ def test_factory_is_registered_and_checks_its_arguments() -> None:
         "metrics": ["METRIC"],
         "visualize": ["VISUALIZATION"],
     }
+    with pytest.raises(BrickDefinitionError, match="is a tensor name, which carries no stride"):
+        object_detection_bricks(2, "features")
     with pytest.raises(BrickDefinitionError, match="needs the stride of every feature level"):
-        object_detection_bricks(2, "features", in_channels=16)
+        object_detection_bricks(2, FeatureLevel("features", 16, 0))
     with pytest.raises(BrickDefinitionError, match="num_classes must be an int >= 1, got 0"):
         object_detection_bricks(0, LEVELS)
     with pytest.raises(BrickDefinitionError, match=r"class_names must hold num_classes=2 names, got 1.*nms_threshold"):
         object_detection_bricks(2, LEVELS, class_names=["a"], nms_threshold=1.5)
-    with pytest.raises(BrickDefinitionError, match="targets must be the two names"):
-        object_detection_bricks(2, LEVELS, targets="boxes")
+    with pytest.raises(BrickDefinitionError, match=r"targets must be a non-empty tensor name, got \('boxes', 'l'\)"):
+        object_detection_bricks(2, LEVELS, targets=("boxes", "l"))  # type: ignore[arg-type]
+    with pytest.raises(BrickDefinitionError, match="target_labels must be a non-empty tensor name, got ''"):
+        object_detection_bricks(2, LEVELS, target_labels="")
     model = BrickCollection({"detect": object_detection_bricks(2, LEVELS)})
     wrong_channels = {"images": torch.rand(1, 3, 64, 64)} | {
         level.name: torch.rand(1, 8, 64 // level.stride, 64 // level.stride) for level in LEVELS

@@ -162,7 +162,7 @@ def test_decoder_matches_hand_written_fpn() -> None:
     named = random_inputs(2, 32, 48)
     features = [named[level.name] for level in LEVELS]
     with torch.no_grad():
-        logits, predictions = decoder(named["images"], *features)
+        logits, predictions = decoder(named["images"], *features).values()
         lat = [F.conv2d(f, conv.weight, conv.bias) for f, conv in zip(features, decoder.laterals, strict=True)]
         x = lat[2]
         x = lat[1] + x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # nearest x2
@@ -183,7 +183,7 @@ def test_predictions_take_the_first_class_on_ties_like_numpy_argmax() -> None:
         decoder.classifier.weight.zero_()
         decoder.classifier.bias.copy_(torch.tensor([0.5, 2.0, 0.5, 2.0]))
         named = random_inputs(2, 32, 32)
-        logits, predictions = decoder(named["images"], *(named[level.name] for level in LEVELS))
+        logits, predictions = decoder(named["images"], *(named[level.name] for level in LEVELS)).values()
     expected = np.argmax(logits.numpy(), axis=1)
     assert (expected == 1).all()
     np.testing.assert_array_equal(predictions.numpy(), expected)
@@ -205,8 +205,8 @@ def test_decoder_compiles_with_fullgraph() -> None:
     features = [named[level.name] for level in LEVELS]
     compiled = torch.compile(decoder, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
-        expected, expected_predictions = decoder(named["images"], *features)
-        logits, predictions = compiled(named["images"], *features)
+        expected, expected_predictions = decoder(named["images"], *features).values()
+        logits, predictions = compiled(named["images"], *features).values()
     torch.testing.assert_close(logits, expected)
     assert torch.equal(predictions, expected_predictions)
 
@@ -224,14 +224,16 @@ def test_loss_equals_cross_entropy_with_ignore_index() -> None:
     named["masks"] = masks_with_ignored_pixels(named)
     outputs = collection(named, groups={"MODEL", "LOSS"})
     expected = F.cross_entropy(outputs["seg/logits"], named["masks"], ignore_index=255)
-    torch.testing.assert_close(outputs["seg/loss"], expected)
-    assert set(collection.extract_losses(outputs)) == {"seg/loss"}
+    torch.testing.assert_close(outputs["seg/loss_ce"], expected)
+    # without Dice the loss names stay the same: loss_dice is a zero that takes no part in training
+    assert set(collection.extract_losses(outputs)) == {"seg/loss_ce", "seg/loss_dice"}
+    assert outputs["seg/loss_dice"].item() == 0.0 and not outputs["seg/loss_dice"].requires_grad
     # Hand computation of the same number: -log softmax at the target, averaged over non-ignored pixels.
     log_probabilities = numpy_softmax(outputs["seg/logits"].detach().numpy().astype(np.float64))
     masks = named["masks"].numpy()
     b, y, x = np.nonzero(masks != 255)
     by_hand = -np.mean(np.log(log_probabilities[b, masks[b, y, x], y, x]))
-    assert abs(outputs["seg/loss"].item() - by_hand) < 1e-5
+    assert abs(outputs["seg/loss_ce"].item() - by_hand) < 1e-5
 
 
 def test_dice_equals_numpy_dice() -> None:
@@ -496,7 +498,12 @@ def test_two_heads_nested_side_by_side_do_not_collide() -> None:
     assert outputs["seg_a/logits"].shape == (2, 3, 32, 32)
     assert outputs["seg_b/logits"].shape == (2, 5, 32, 32)
     assert len(outputs["seg_a/visualization"]) == len(outputs["seg_b/visualization"]) == 2
-    assert set(collection.extract_losses(outputs)) == {"seg_a/loss", "seg_b/loss_ce", "seg_b/loss_dice"}
+    assert set(collection.extract_losses(outputs)) == {
+        "seg_a/loss_ce",
+        "seg_a/loss_dice",
+        "seg_b/loss_ce",
+        "seg_b/loss_dice",
+    }
     values = collection.summarize(reset=True)
     assert set(values) == {"seg_a/miou", "seg_a/pixel_accuracy", "seg_b/miou", "seg_b/pixel_accuracy"}
     expected_b = multiclass_accuracy(outputs["seg_b/predictions"], named["masks_b"], 5, average="micro")
