@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import abc
 import inspect
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +21,9 @@ from torch import nn
 from brickzoo._groups import LOSS, METRIC, MODEL, VISUALIZATION, normalize_groups
 from brickzoo._names import ALL_NAMES, basename, check_names, resolve_name
 from brickzoo.errors import BrickDefinitionError, BrickOutputError
+
+if TYPE_CHECKING:
+    from brickzoo._collection import BrickCollection
 
 Step = Callable[[dict[str, Any]], None]
 NamesArg = Sequence[str] | Mapping[str, str]
@@ -56,10 +60,20 @@ class BrickInterface(nn.Module, abc.ABC):
             picks entries from a dict result.
         group: one group name or a set of them; a collection runs a brick when one of its groups
             is selected.
+
+    Collections cache one plan of steps per group selection. Setting an attribute that a step
+    reads (listed in :attr:`STEP_ATTRIBUTES`, such as ``model`` or ``calculate_gradients``) clears
+    the cached plans of every collection holding the brick, so the next call runs the new state.
     """
+
+    STEP_ATTRIBUTES: frozenset[str] = frozenset({"model", "calculate_gradients"})
+    """Attributes read when a step is built; changing one rebuilds the plans of the collections holding the brick."""
+
+    _owners: weakref.WeakSet[BrickCollection]
 
     def __init__(self, input_names: NamesArg, output_names: NamesArg, group: str | Iterable[str]) -> None:
         super().__init__()
+        object.__setattr__(self, "_owners", weakref.WeakSet())
         owner = type(self).__name__
         self._input_names, self._input_keys = check_names(input_names, "input_names", owner)
         self._output_names, self._output_keys = check_names(output_names, "output_names", owner)
@@ -90,6 +104,22 @@ class BrickInterface(nn.Module, abc.ABC):
         """A short name of what the brick wraps, used in printing and graphs."""
         return _describe(getattr(self, "model", self))
 
+    # -- cached plans follow the brick's state -------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in self.STEP_ATTRIBUTES:
+            for owner in list(getattr(self, "_owners", ())):
+                owner._invalidate_plans()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_owners", None)  # weak references to collections: rebuilt by the collection holding a copy
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        object.__setattr__(self, "_owners", weakref.WeakSet())
+
     # -- execution ---------------------------------------------------------------------------
     @abc.abstractmethod
     def make_step(self, input_names: tuple[str, ...], output_names: tuple[str, ...], path: str) -> Step:
@@ -98,6 +128,16 @@ class BrickInterface(nn.Module, abc.ABC):
         ``input_names``/``output_names`` are this brick's names resolved to absolute names;
         ``path`` is the brick's path, used in error messages.
         """
+
+    def make_check(self, input_names: tuple[str, ...], path: str) -> Step | None:
+        """Return ``check(named) -> None`` running the wrapped module's ``check_inputs``, or None.
+
+        A module may define ``check_inputs`` with the arguments of its ``forward`` (or, for
+        metrics, of ``update``): the checks that read tensor values on the host (class index
+        ranges, finite boxes...) and so stay out of the forward pass.
+        :meth:`BrickCollection.check_batch` runs them before each brick.
+        """
+        return None
 
     def forward(self, named_inputs: dict[str, Any]) -> dict[str, Any]:
         """Run the brick alone on a dict of named tensors and return its named outputs."""
@@ -136,6 +176,21 @@ def _argument_getter(
         return lambda named: (tuple(value(named, n) for n in input_names), {})
     pairs = tuple(zip(input_keys, input_names, strict=True))
     return lambda named: ((), {k: value(named, n) for k, n in pairs})
+
+
+def _check_step(
+    check: Callable[..., Any] | None, input_names: tuple[str, ...], input_keys: tuple[str, ...] | None
+) -> Step | None:
+    """``check(named)`` calling ``check(*args, **kwargs)`` with a brick's inputs, or None without a check."""
+    if check is None:
+        return None
+    get = _argument_getter(input_names, input_keys)
+
+    def run_check(named: dict[str, Any]) -> None:
+        args, kwargs = get(named)
+        check(*args, **kwargs)
+
+    return run_check
 
 
 def _output_writer(
@@ -285,6 +340,9 @@ class BrickModule(BrickInterface):
             fn, input_names, self._input_keys, output_names, self._output_keys, self._output_names, path
         )
 
+    def make_check(self, input_names: tuple[str, ...], path: str) -> Step | None:
+        return _check_step(getattr(self.model, "check_inputs", None), input_names, self._input_keys)
+
 
 class BrickTrainable(BrickModule):
     """A module brick whose parameters are trained (``group="MODEL"`` by default)."""
@@ -368,8 +426,25 @@ class BrickMetrics(BrickInterface):
         self.metrics = metric_collection
         self.return_metrics = return_metrics
 
+    STEP_ATTRIBUTES = frozenset({"metrics", "return_metrics"})
+
     def model_name(self) -> str:
         return repr(list(self.metrics.keys(keep_base=False)))
+
+    def make_check(self, input_names: tuple[str, ...], path: str) -> Step | None:
+        """Run ``check_inputs`` of the metric collection, or of each of its metrics that has one."""
+        own = getattr(self.metrics, "check_inputs", None)
+        checks = (
+            [own] if own is not None else [c for m in self.metrics.values() if (c := getattr(m, "check_inputs", None))]
+        )
+        if not checks:
+            return None
+
+        def check_all(*args: Any, **kwargs: Any) -> None:
+            for check in checks:
+                check(*args, **kwargs)
+
+        return _check_step(check_all, input_names, self._input_keys)
 
     def make_step(self, input_names: tuple[str, ...], output_names: tuple[str, ...], path: str) -> Step:
         metrics = self.metrics
@@ -436,26 +511,41 @@ class BrickMetricSingle(BrickMetrics):
 
 
 # -- visualization brick ---------------------------------------------------------------------
+Unpack = Callable[[Any], Sequence[Any]]
+
+
 class BrickPerImageVisualization(BrickInterface):
     """A brick that splits batched inputs into per-image values and draws each image with a callable.
+
+    Each input is unpacked into one value per image:
+
+    - a function given for its name in ``unpack_functions_for_input_name`` splits it; ``None``
+      there passes the value un-split to every image;
+    - ``"__all__"`` gives every image the whole dict of named values (un-split);
+    - otherwise the first matching type of ``unpack_functions_for_type`` splits it (tensors with
+      a batch dimension by default: ``[B, C, H, W]`` become channel-last numpy arrays
+      ``[H, W, C]``, see :func:`~brickzoo.tensor_conversions.unpack_batched_tensor_to_numpy_channel_last`),
+      and lists and tuples hold one entry per image;
+    - any other value (a title string, a dict, a 0-d tensor) is passed unchanged to every image.
 
     Args:
         callable: called once per image with one unpacked value per input name; it returns the
             drawing (usually a ``PIL.Image.Image``), or a tuple of values for several output names.
-        input_names: batched inputs; tensors are ``[B, ...]``, lists have one entry per image.
+        input_names: the inputs, see above.
         output_names: each output is a list with one entry per image.
         group: ``"VISUALIZATION"`` by default.
         unpack_functions_for_type: ``{type: fn}`` where ``fn(batched_value) -> list`` splits a batch
-            into per-image values. By default tensors of shape ``[B, C, H, W]`` become channel-last
-            numpy arrays ``[H, W, C]`` and other tensors one numpy array per batch entry.
-        unpack_functions_for_input_name: ``{input_name: fn}``, overriding the per-type choice.
+            into per-image values; checked before the default for tensors.
+        unpack_functions_for_input_name: ``{input_name: fn or None}``, overriding the per-type choice.
 
     Example:
-        >>> brick = BrickPerImageVisualization(lambda image: image.shape, input_names=["images"],
-        ...                                    output_names=["shapes"])
-        >>> brick({"images": torch.zeros(2, 3, 4, 5)})["shapes"]
-        [(4, 5, 3), (4, 5, 3)]
+        >>> brick = BrickPerImageVisualization(lambda image, title: (title, image.shape),
+        ...                                    input_names=["images", "title"], output_names=["shapes"])
+        >>> brick({"images": torch.zeros(2, 3, 4, 5), "title": "x"})["shapes"]
+        [('x', (4, 5, 3)), ('x', (4, 5, 3))]
     """
+
+    STEP_ATTRIBUTES = frozenset({"callable", "unpack_functions_for_type", "unpack_functions_for_input_name"})
 
     def __init__(
         self,
@@ -463,8 +553,8 @@ class BrickPerImageVisualization(BrickInterface):
         input_names: NamesArg,
         output_names: NamesArg,
         group: str | Iterable[str] = VISUALIZATION,
-        unpack_functions_for_type: Mapping[type, Callable[[Any], Sequence[Any]]] | None = None,
-        unpack_functions_for_input_name: Mapping[str, Callable[[Any], Sequence[Any]]] | None = None,
+        unpack_functions_for_type: Mapping[type, Unpack] | None = None,
+        unpack_functions_for_input_name: Mapping[str, Unpack | None] | None = None,
     ) -> None:
         from brickzoo.tensor_conversions import unpack_batched_tensor_to_numpy_channel_last
 
@@ -473,10 +563,8 @@ class BrickPerImageVisualization(BrickInterface):
             raise BrickDefinitionError(
                 f"BrickPerImageVisualization: callable must be callable, got {type(callable).__name__}"
             )
-        self.callable = callable
-        types: dict[type, Callable[[Any], Sequence[Any]]] = {torch.Tensor: unpack_batched_tensor_to_numpy_channel_last}
-        types.update(unpack_functions_for_type or {})
-        self.unpack_functions_for_type = types
+        types: dict[type, Unpack] = dict(unpack_functions_for_type or {})
+        types.setdefault(torch.Tensor, unpack_batched_tensor_to_numpy_channel_last)
         by_name = dict(unpack_functions_for_input_name or {})
         unknown = sorted(set(by_name) - set(self._input_names))
         if unknown:
@@ -484,26 +572,36 @@ class BrickPerImageVisualization(BrickInterface):
                 f"BrickPerImageVisualization: unpack_functions_for_input_name names {unknown}, "
                 f"which are not among input_names {list(self._input_names)}"
             )
+        not_callable = sorted(name for name, fn in by_name.items() if fn is not None and not callable_(fn))
+        if not_callable:
+            raise BrickDefinitionError(
+                f"BrickPerImageVisualization: unpack_functions_for_input_name must map names to a function or None, "
+                f"got {[type(by_name[n]).__name__ for n in not_callable]} for {not_callable}"
+            )
+        self.callable = callable
+        self.unpack_functions_for_type = types
         self.unpack_functions_for_input_name = by_name
 
     def model_name(self) -> str:
         return getattr(self.callable, "__name__", None) or _describe(self.callable)
 
-    def _unpacker(self, raw_name: str) -> Callable[[Any], Sequence[Any]]:
+    def _unpacker(self, raw_name: str) -> Callable[[Any], Sequence[Any] | None] | None:
+        """The function splitting input ``raw_name`` into per-image values (None: pass it whole)."""
         if raw_name in self.unpack_functions_for_input_name:
             return self.unpack_functions_for_input_name[raw_name]
+        if raw_name == ALL_NAMES:
+            return None
+        types = tuple(self.unpack_functions_for_type.items())
 
-        def unpack(value: Any) -> Sequence[Any]:
-            for kind, fn in self.unpack_functions_for_type.items():
+        def unpack(value: Any) -> Sequence[Any] | None:
+            for kind, fn in types:
                 if isinstance(value, kind):
+                    if isinstance(value, torch.Tensor) and value.ndim == 0:
+                        return None  # no batch dimension: the same value for every image
                     return fn(value)
             if isinstance(value, (list, tuple)):
                 return value
-            raise BrickOutputError(
-                f"BrickPerImageVisualization: cannot split input '{raw_name}' of type {type(value).__name__} "
-                f"into images; expected one of {[t.__name__ for t in self.unpack_functions_for_type]} or a list; "
-                "pass unpack_functions_for_type or unpack_functions_for_input_name"
-            )
+            return None
 
         return unpack
 
@@ -515,15 +613,11 @@ class BrickPerImageVisualization(BrickInterface):
 
         def step(named: dict[str, Any]) -> None:
             with torch.no_grad():
-                columns = [list(unpack(named[n])) for unpack, n in zip(unpackers, input_names, strict=True)]
-                sizes = {len(c) for c in columns}
-                if len(sizes) > 1:
-                    got = {n: len(c) for n, c in zip(input_names, columns, strict=True)}
-                    raise BrickOutputError(f"brick '{path}': inputs hold different numbers of images: {got}")
+                rows = _per_image_rows(named, input_names, unpackers, path)
                 if keys is None:
-                    results = [draw(*row) for row in zip(*columns, strict=True)]
+                    results = [draw(*row) for row in rows]
                 else:
-                    results = [draw(**dict(zip(keys, row, strict=True))) for row in zip(*columns, strict=True)]
+                    results = [draw(**dict(zip(keys, row, strict=True))) for row in rows]
             if len(outputs) == 1:
                 named[outputs[0]] = results
             elif outputs:
@@ -531,6 +625,31 @@ class BrickPerImageVisualization(BrickInterface):
                     named[name] = [r[i] for r in results]
 
         return step
+
+
+def _per_image_rows(
+    named: dict[str, Any], input_names: tuple[str, ...], unpackers: tuple[Any, ...], path: str
+) -> list[tuple[Any, ...]]:
+    """One tuple of inputs per image: split batched values, repeat the others."""
+    columns: list[Sequence[Any] | None] = []
+    values: list[Any] = []
+    for name, unpack in zip(input_names, unpackers, strict=True):
+        value = dict(named) if name == ALL_NAMES else named[name]
+        values.append(value)
+        columns.append(None if unpack is None else unpack(value))
+    sizes = {n: len(c) for n, c in zip(input_names, columns, strict=True) if c is not None}
+    if not sizes:
+        raise BrickOutputError(
+            f"brick '{path}': none of the inputs {list(input_names)} holds a batch to split into images "
+            "(tensors [B, ...] or lists); pass at least one batched input"
+        )
+    if len(set(sizes.values())) > 1:
+        raise BrickOutputError(f"brick '{path}': inputs hold different numbers of images: {sizes}")
+    count = next(iter(sizes.values()))
+    return [
+        tuple(value if column is None else column[i] for value, column in zip(values, columns, strict=True))
+        for i in range(count)
+    ]
 
 
 callable_ = callable

@@ -12,15 +12,12 @@ from torch import nn
 
 from brickzoo._bricks import BrickInterface, BrickMetrics
 from brickzoo._graph import Graph, Plan, build_plan, iter_bricks
-from brickzoo._groups import LOSS, Stage
+from brickzoo._groups import LOSS, Stage, normalize_selection
 from brickzoo._names import resolve_name
 from brickzoo.errors import BrickDefinitionError, BrickzooError
 
-
-class _Structure:
-    """A counter bumped by every structural change of any collection; cached plans compare against it."""
-
-    version = 0
+GroupsArg = str | Iterable[str] | Stage | None
+_HASHABLE_SELECTIONS = frozenset({frozenset, str, Stage})  # selections used as cache keys as they are
 
 
 class BrickCollection(nn.ModuleDict):
@@ -29,7 +26,9 @@ class BrickCollection(nn.ModuleDict):
     Bricks run in the order their data dependencies require (not insertion order); the order and
     the per-brick steps are computed once per group selection and cached. Nested dicts become
     nested collections, and relative names (``./x``, ``../x``) resolve against the path of the
-    collection that holds a brick.
+    collection that holds a brick. A change of the tree (inserting, replacing or removing a
+    brick, or setting an attribute a brick's step reads, such as ``brick.model``) clears the
+    cached plans of the collections above it, and only of those.
 
     Args:
         bricks: ``{name: brick | dict | BrickCollection}``.
@@ -47,10 +46,9 @@ class BrickCollection(nn.ModuleDict):
         tensor([3.])
     """
 
-    _plans: dict[tuple[Any, Stage | None], Plan]
+    _plans: dict[tuple[Any, Stage | None, bool], Plan]
     _graph: Graph | None
-    _version: int
-    _parent: weakref.ReferenceType[BrickCollection] | None
+    _parents: weakref.WeakSet[BrickCollection]
 
     def __init__(self, bricks: Mapping[str, Any] | None = None) -> None:
         super().__init__()
@@ -63,12 +61,11 @@ class BrickCollection(nn.ModuleDict):
     def _init_state(self) -> None:
         object.__setattr__(self, "_plans", {})
         object.__setattr__(self, "_graph", None)
-        object.__setattr__(self, "_version", -1)
-        object.__setattr__(self, "_parent", None)
+        object.__setattr__(self, "_parents", weakref.WeakSet())
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_plans", "_graph", "_version", "_parent"):
+        for key in ("_plans", "_graph", "_parents"):
             state.pop(key, None)
         return state
 
@@ -76,8 +73,23 @@ class BrickCollection(nn.ModuleDict):
         super().__setstate__(state)
         self._init_state()
         for child in self._modules.values():
-            if isinstance(child, BrickCollection):
-                object.__setattr__(child, "_parent", weakref.ref(self))
+            self._adopt(child)
+
+    def _adopt(self, child: Any) -> None:
+        """Record this collection as a holder of ``child`` (a brick or a collection)."""
+        if isinstance(child, BrickCollection):
+            child._parents.add(self)
+        elif isinstance(child, BrickInterface):
+            child._owners.add(self)
+
+    def _release(self, child: Any) -> None:
+        """Forget that this collection holds ``child``, unless it still holds it under another key."""
+        if child is None or any(v is child for v in self._modules.values()):
+            return
+        if isinstance(child, BrickCollection):
+            child._parents.discard(self)
+        elif isinstance(child, BrickInterface):
+            child._owners.discard(self)
 
     # -- dict interface (every change is re-validated) ----------------------------------------
     def _insert(self, key: str, value: Any) -> None:
@@ -103,23 +115,37 @@ class BrickCollection(nn.ModuleDict):
                 f"BrickCollection: entry {key!r} must be a brick (BrickInterface), a dict of bricks or a "
                 f"BrickCollection, got {type(value).__name__}; wrap modules with BrickTrainable/BrickNotTrainable"
             )
-        if isinstance(value, BrickCollection):
-            object.__setattr__(value, "_parent", weakref.ref(self))
         nn.ModuleDict.__setitem__(self, key, value)
+        self._adopt(value)
 
-    def _root(self) -> BrickCollection:
-        node = self
-        while node._parent is not None and (parent := node._parent()) is not None:
-            node = parent
-        return node
+    def _ancestors(self) -> list[BrickCollection]:
+        """This collection and every collection holding it, directly or through others."""
+        found: list[BrickCollection] = [self]
+        index = 0
+        while index < len(found):
+            for parent in list(found[index]._parents):
+                if all(parent is not f for f in found):
+                    found.append(parent)
+            index += 1
+        return found
+
+    def _invalidate_plans(self) -> None:
+        """Drop the cached plans of this collection and of the collections above it (not the graphs)."""
+        for node in self._ancestors():
+            node._plans.clear()
 
     def _changed(self) -> None:
-        """Validate the whole tree this collection belongs to and invalidate every cached plan."""
-        _Structure.version += 1
-        root = self._root()
-        object.__setattr__(root, "_graph", Graph(root))
-        object.__setattr__(root, "_version", _Structure.version)
-        root._plans.clear()
+        """Revalidate the trees this collection belongs to and drop their cached graphs and plans.
+
+        Only the collections above this one are touched; unrelated collections keep their caches.
+        """
+        ancestors = self._ancestors()
+        for node in ancestors:
+            node._plans.clear()
+            object.__setattr__(node, "_graph", None)
+        for node in ancestors:
+            if not node._parents:  # a root: its graph must be valid
+                object.__setattr__(node, "_graph", Graph(node))
 
     def __setitem__(self, key: str, value: Any) -> None:
         old = self._modules.get(key)
@@ -131,13 +157,16 @@ class BrickCollection(nn.ModuleDict):
                 del self._modules[key]
             else:
                 self._modules[key] = old
+            self._release(value)
+            self._adopt(old)
+            self._changed()
             raise
+        self._release(old)
 
     def __delitem__(self, key: str) -> None:
         value = self._modules[key]
         del self._modules[key]
-        if isinstance(value, BrickCollection):
-            object.__setattr__(value, "_parent", None)
+        self._release(value)
         self._changed()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -147,8 +176,10 @@ class BrickCollection(nn.ModuleDict):
             super().__setattr__(name, value)
 
     def clear(self) -> None:
-        for key in list(self._modules):
-            del self._modules[key]
+        values = list(self._modules.values())
+        self._modules.clear()
+        for value in values:
+            self._release(value)
         self._changed()
 
     def update(self, modules: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
@@ -158,13 +189,21 @@ class BrickCollection(nn.ModuleDict):
 
     # -- execution ----------------------------------------------------------------------------
     def _current_graph(self) -> Graph:
-        if self._version != _Structure.version or self._graph is None:
+        if self._graph is None:
             object.__setattr__(self, "_graph", Graph(self))
-            object.__setattr__(self, "_version", _Structure.version)
-            self._plans.clear()
         return self._graph  # type: ignore[return-value]
 
-    def _plan(self, groups: Any, stage: Stage | None) -> Plan:
+    def _get_plan(self, groups: GroupsArg, stage: Stage | None, check: bool = False) -> Plan:
+        """The cached plan of a selection; built (and validated) on first use."""
+        if groups is not None and groups.__class__ not in _HASHABLE_SELECTIONS:
+            groups = normalize_selection(groups)
+        key = (groups, stage, check)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(groups, stage, check)
+        return plan
+
+    def _plan(self, groups: Any, stage: Stage | None, check: bool = False) -> Plan:
         selection: frozenset[str] | None
         if isinstance(groups, Stage):
             stage, selection = groups, groups.groups
@@ -173,13 +212,16 @@ class BrickCollection(nn.ModuleDict):
         elif isinstance(groups, str):
             selection = frozenset({groups})
         else:
-            selection = frozenset(groups)
-        return build_plan(self._current_graph(), selection, stage)
+            selection = normalize_selection(groups)
+        graph = self._current_graph()
+        if selection is not None and not isinstance(groups, Stage) and groups is not None:
+            graph.check_selection(selection)
+        return build_plan(graph, selection, stage, check=check)
 
     def forward(
         self,
         named_inputs: dict[str, Any],
-        groups: str | Iterable[str] | Stage | None = None,
+        groups: GroupsArg = None,
         return_inputs: bool = True,
         stage: Stage | None = None,
     ) -> dict[str, Any]:
@@ -187,8 +229,8 @@ class BrickCollection(nn.ModuleDict):
 
         Args:
             named_inputs: the input tensors by name; the dict is not modified.
-            groups: the groups to run (a name, a set of names or a :class:`Stage`); ``None`` runs
-                every brick, or the stage's groups when ``stage`` is given.
+            groups: the groups to run (a name, any iterable of names or a :class:`Stage`); ``None``
+                runs every brick, or the stage's groups when ``stage`` is given.
             return_inputs: if False, the inputs (and the stage) are left out of the result.
             stage: the current stage, readable by bricks that name ``"stage"`` among their inputs.
 
@@ -199,15 +241,57 @@ class BrickCollection(nn.ModuleDict):
             MissingInputsError: a selected brick needs a name that is neither given nor produced.
             BrickRuntimeError: a brick raised; the message names the brick, its names and the
                 shapes of its inputs, and the original exception is chained.
+            BrickDefinitionError: ``groups`` holds something other than strings, or names no group
+                of any brick (with close matches).
         """
-        if self._version != _Structure.version:
-            self._current_graph()
-        if groups.__class__ is set:
-            groups = frozenset(groups)
-        key = (groups, stage)
-        plan = self._plans.get(key)
+        if groups is not None and groups.__class__ not in _HASHABLE_SELECTIONS:
+            groups = normalize_selection(groups)  # a set, list, tuple or other iterable of names
+        plan = self._plans.get((groups, stage, False))
         if plan is None:
-            plan = self._plans[key] = self._plan(groups, stage)
+            plan = self._get_plan(groups, stage)
+        return self._run(plan, named_inputs, return_inputs)
+
+    def check_batch(
+        self, named_inputs: dict[str, Any], groups: GroupsArg = None, stage: Stage | None = None
+    ) -> dict[str, Any]:
+        """Run a selection like :meth:`forward`, checking each brick's inputs before it runs.
+
+        Besides what ``forward`` checks (names present, shapes, dtypes), every brick whose module
+        defines ``check_inputs`` (the checks that read tensor values, such as class indices in
+        range or finite boxes, kept out of ``forward`` so it never waits on the device) has it
+        called with the brick's inputs. Run it on the first batch of each loader; the training
+        loop, :func:`~brickzoo.training.evaluate` and the Lightning module do.
+
+        Returns:
+            What :meth:`forward` returns.
+
+        Raises:
+            MissingInputsError: as :meth:`forward`.
+            BrickInputError: a value check failed; the message starts with the brick's path.
+        """
+        return self._run(self._get_plan(groups, stage, check=True), named_inputs, return_inputs=True)
+
+    def check_inputs_present(
+        self,
+        named_inputs: Mapping[str, Any],
+        groups: GroupsArg = None,
+        stage: Stage | None = None,
+        source: str | None = None,
+    ) -> None:
+        """Raise :class:`MissingInputsError` if a selection needs names ``named_inputs`` lacks.
+
+        Nothing runs. The message names every brick missing something, the missing and the
+        given names, close matches, and the unselected bricks that would write a missing name;
+        ``source`` (e.g. ``"train_loader"``) is put in front.
+        """
+        plan = self._get_plan(groups, stage)
+        if not named_inputs.keys() >= plan.required:
+            error = plan.missing_inputs_error(named_inputs, self._current_graph())
+            if source:
+                error = type(error)(f"{source}: {error}")
+            raise error
+
+    def _run(self, plan: Plan, named_inputs: dict[str, Any], return_inputs: bool) -> dict[str, Any]:
         if not named_inputs.keys() >= plan.required:
             raise plan.missing_inputs_error(named_inputs, self._current_graph())
         named = dict(named_inputs)
@@ -233,17 +317,17 @@ class BrickCollection(nn.ModuleDict):
         """``(path, brick)`` for every brick, nested ones included, in insertion order."""
         return iter_bricks(self)
 
-    def execution_order(self, groups: str | Iterable[str] | Stage | None = None) -> list[str]:
+    def execution_order(self, groups: GroupsArg = None) -> list[str]:
         """The brick paths of a group selection in the order they run."""
-        return [node.path for node in self._plan(groups, None).nodes]
+        return [node.path for node in self._get_plan(groups, None).nodes]
 
-    def required_inputs(self, groups: str | Iterable[str] | Stage | None = None) -> list[str]:
+    def required_inputs(self, groups: GroupsArg = None) -> list[str]:
         """The names a group selection needs as inputs (sorted)."""
-        return sorted(self._plan(groups, None).required - {"stage"})
+        return sorted(self._get_plan(groups, None).required - {"stage"})
 
-    def produced_outputs(self, groups: str | Iterable[str] | Stage | None = None) -> list[str]:
+    def produced_outputs(self, groups: GroupsArg = None) -> list[str]:
         """The names a group selection writes, in execution order."""
-        return list(self._plan(groups, None).produced)
+        return list(self._get_plan(groups, None).produced)
 
     # -- losses and metrics ------------------------------------------------------------------
     def loss_names(self) -> list[str]:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import difflib
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from brickzoo._names import ALL_NAMES, STAGE_NAME, resolve_name
-from brickzoo.errors import BrickGraphError, BrickRuntimeError, BrickzooError, MissingInputsError
+from brickzoo.errors import (
+    BrickDefinitionError,
+    BrickGraphError,
+    BrickRuntimeError,
+    BrickzooError,
+    MissingInputsError,
+)
 
 if TYPE_CHECKING:
     from brickzoo._bricks import BrickInterface, Step
@@ -97,6 +103,17 @@ class Graph:
         self.producer = producer
         self.nodes = _topological_order(nodes, producer)
 
+    def check_selection(self, groups: frozenset[str]) -> None:
+        """Raise if none of the selected group names is a group of any brick (a typo selects nothing)."""
+        known = {group for node in self.nodes for group in node.brick.groups}
+        if not self.nodes or groups & known:
+            return
+        hints = sorted({hint for g in groups for hint in difflib.get_close_matches(g, sorted(known), n=2, cutoff=0.6)})
+        raise BrickDefinitionError(
+            f"groups {sorted(groups)} select no brick: no brick belongs to any of them; the bricks' groups are "
+            f"{sorted(known)}" + (f"; did you mean {hints}?" if hints else "")
+        )
+
     def select(self, groups: frozenset[str] | None) -> list[Node]:
         """The nodes of a group selection (all nodes for ``None``) in execution order."""
         if groups is None:
@@ -171,7 +188,7 @@ class Plan:
                 return node
         return None
 
-    def missing_inputs_error(self, named_inputs: dict[str, Any], graph: Graph) -> MissingInputsError:
+    def missing_inputs_error(self, named_inputs: Mapping[str, Any], graph: Graph) -> MissingInputsError:
         available = sorted(named_inputs)
         missing = sorted(self.required - named_inputs.keys())
         lines = [f"missing inputs {missing} for groups {_groups_text(self.groups)}; got {available}"]
@@ -218,7 +235,20 @@ def _groups_text(groups: Iterable[str] | None) -> str:
     return "all" if groups is None else str(sorted(groups))
 
 
-def build_plan(graph: Graph, groups: frozenset[str] | None, stage: Stage | None) -> Plan:
+def _checked(check: Step | None, step: Step) -> Step:
+    """``step`` preceded by ``check`` (the brick's value checks), when there is one."""
+    if check is None:
+        return step
+
+    def checked_step(named: dict[str, Any]) -> None:
+        check(named)
+        step(named)
+
+    return checked_step
+
+
+def build_plan(graph: Graph, groups: frozenset[str] | None, stage: Stage | None, check: bool = False) -> Plan:
+    """The nodes of a selection in order, with their steps (preceded by their value checks if ``check``)."""
     nodes = graph.select(groups)
     produced: list[str] = []
     read: set[str] = set()
@@ -227,6 +257,11 @@ def build_plan(graph: Graph, groups: frozenset[str] | None, stage: Stage | None)
         produced.extend(node.outputs)
     required = frozenset(read - set(produced) - {ALL_NAMES} - ({STAGE_NAME} if stage is not None else set()))
     steps = tuple(node.brick.make_step(node.inputs, node.outputs, node.path) for node in nodes)
+    if check:
+        steps = tuple(
+            _checked(node.brick.make_check(node.inputs, node.path), step)
+            for node, step in zip(nodes, steps, strict=True)
+        )
     return Plan(
         nodes=nodes,
         steps=steps,

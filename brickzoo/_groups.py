@@ -62,3 +62,24 @@ def normalize_groups(group: str | Iterable[str], owner: str) -> frozenset[str]:
             f"{owner}: group must be a non-empty string or set of non-empty strings, got {group!r}"
         )
     return groups
+
+
+def normalize_selection(groups: Iterable[str]) -> frozenset[str]:
+    """A group selection given as any iterable of names (list, tuple, set...) as a frozenset.
+
+    Raises:
+        BrickDefinitionError: the iterable holds something other than non-empty strings.
+    """
+    from brickzoo.errors import BrickDefinitionError
+
+    try:
+        selection = frozenset(groups)
+    except TypeError:
+        raise BrickDefinitionError(
+            f"groups must be a group name, an iterable of group names or a Stage, got {type(groups).__name__} "
+            f"{groups!r}"
+        ) from None
+    bad = [g for g in selection if not isinstance(g, str) or not g]
+    if bad:
+        raise BrickDefinitionError(f"groups must hold non-empty strings (group names), got {bad!r} in {groups!r}")
+    return selection

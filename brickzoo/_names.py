@@ -8,7 +8,6 @@ from brickzoo.errors import BrickDefinitionError, BrickGraphError
 
 ALL_NAMES = "__all__"
 STAGE_NAME = "stage"
-_SPECIAL = {ALL_NAMES, STAGE_NAME}
 
 
 def check_names(names: object, what: str, owner: str) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
@@ -83,7 +82,3 @@ def basename(name: str) -> str:
     while i < len(segments) - 1 and segments[i] in (".", ".."):
         i += 1
     return "/".join(segments[i:])
-
-
-def is_special(name: str) -> bool:
-    return name in _SPECIAL

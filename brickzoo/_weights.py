@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from brickzoo._graph import iter_bricks
-from brickzoo.errors import WeightsError
+from brickzoo.errors import WeightsError, WeightsNotADirectoryError, WeightsNotFoundError
 
 if TYPE_CHECKING:
     from brickzoo._collection import BrickCollection
@@ -123,6 +123,10 @@ def save_bricks(
     """
     folder = Path(path_model_folder)
     suffix = _suffix(format)
+    if folder.exists() and not folder.is_dir():
+        raise WeightsNotADirectoryError(
+            f"save_bricks: {folder} is a file; expected a folder to write one file per brick"
+        )
     if folder.exists() and not exist_ok and any(folder.iterdir()):
         raise WeightsError(f"folder {folder} already holds files; pass exist_ok=True to write into it")
     written = []
@@ -144,27 +148,62 @@ def _find_file(folder: Path, path: str) -> Path | None:
     return None
 
 
+def _check_folder(folder: Path) -> None:
+    if not folder.exists():
+        raise WeightsNotFoundError(
+            f"weight folder {folder} does not exist; expected a folder written by save_bricks "
+            "(one <brick path>.pt or .safetensors file per brick)"
+        )
+    if not folder.is_dir():
+        raise WeightsNotADirectoryError(
+            f"weights {folder} is a file; expected a folder written by save_bricks "
+            "(one <brick path>.pt or .safetensors file per brick)"
+        )
+
+
+def _match_state(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], list[str]]:
+    """The tensors of ``state`` that fit ``own`` (same name and shape) and a description of the rest."""
+    usable: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for name, tensor in state.items():
+        if name not in own:
+            skipped.append(f"{name} (not in the brick)")
+        elif tuple(tensor.shape) != tuple(own[name].shape):
+            skipped.append(f"{name} (file {list(tensor.shape)} vs brick {list(own[name].shape)})")
+        else:
+            usable[name] = tensor
+    skipped += [f"{name} (missing from the file)" for name in own if name not in state]
+    return usable, skipped
+
+
 def load_bricks(collection: BrickCollection, path_model_folder: str | Path, strict: bool = True) -> LoadReport:
     """Load the per-brick weight files written by :func:`save_bricks`.
 
-    Every file is read and checked before any weight is changed. A brick without a file keeps
-    its weights and a warning names it.
+    Every file is read and checked before any weight is changed.
 
     Args:
         collection: the bricks to load into.
         path_model_folder: the folder written by :func:`save_bricks`.
-        strict: if True, any tensor whose name or shape does not match raises
-            :class:`WeightsError` (naming brick, tensor and both shapes) and nothing is loaded.
-            If False, matching tensors are loaded and the rest is skipped and reported.
+        strict: if True, every brick with parameters or buffers must have a file whose tensors
+            match the brick's (names and shapes); otherwise :class:`WeightsError` lists every
+            brick concerned (no file, or which tensors differ) and nothing is loaded. Files of
+            bricks the collection does not have are listed as ``unexpected`` in the report. If
+            False, matching tensors are loaded, the rest is reported, and bricks without a file
+            keep their weights (with a warning).
 
     Returns:
         A :class:`LoadReport`.
+
+    Raises:
+        WeightsNotFoundError: the folder does not exist (also a ``FileNotFoundError``).
+        WeightsNotADirectoryError: a file was given (also a ``NotADirectoryError``).
+        WeightsError: ``strict`` and a brick gets no or not all of its tensors; the error's
+            ``problems`` attribute lists them.
     """
     folder = Path(path_model_folder)
-    if not folder.is_dir():
-        raise WeightsError(f"weight folder {folder} does not exist or is not a folder")
+    _check_folder(folder)
     report = LoadReport()
-    plans: list[tuple[str, Any, dict[str, torch.Tensor]]] = []
+    plans: list[tuple[Any, dict[str, torch.Tensor]]] = []
     problems: list[str] = []
     known_files: set[Path] = set()
     for path, brick in iter_bricks(collection):
@@ -174,42 +213,33 @@ def load_bricks(collection: BrickCollection, path_model_folder: str | Path, stri
         file = _find_file(folder, path)
         if file is None:
             report.missing.append(path)
-            warnings.warn(
-                f"brick '{path}': no weight file {folder / path}.pt or .safetensors; it keeps its current weights",
-                stacklevel=2,
-            )
+            problems.append(f"brick '{path}': no weight file {path}.pt or {path}.safetensors")
             continue
         known_files.add(file.resolve())
-        state = read_state(file)
-        usable: dict[str, torch.Tensor] = {}
-        skipped: list[str] = []
-        for name, tensor in state.items():
-            if name not in own:
-                skipped.append(f"{name} (not in the brick)")
-            elif tuple(tensor.shape) != tuple(own[name].shape):
-                skipped.append(f"{name} (file {list(tensor.shape)} vs brick {list(own[name].shape)})")
-            else:
-                usable[name] = tensor
-        absent = [name for name in own if name not in state]
-        if strict and (skipped or absent):
-            details = skipped + [f"{name} (missing from the file)" for name in absent]
-            problems.append(f"brick '{path}' ({file}): " + "; ".join(details))
-            continue
+        usable, skipped = _match_state(own, read_state(file))
+        if skipped:
+            problems.append(f"brick '{path}' ({file}): " + "; ".join(skipped))
         if not usable:
-            report.skipped[path] = "nothing matches: " + ", ".join(skipped + absent)
+            report.skipped[path] = "nothing matches: " + ", ".join(skipped)
             continue
-        plans.append((path, brick, usable))
-        if skipped or absent:
-            report.partial[path] = skipped + [f"{name} (missing from the file)" for name in absent]
+        plans.append((brick, usable))
+        if skipped:
+            report.partial[path] = skipped
         else:
             report.loaded.append(path)
-    if problems:
-        raise WeightsError(
-            "weights do not match the collection; nothing was loaded:\n  "
+    if strict and problems:
+        error = WeightsError(
+            f"weights in {folder} do not match the collection; nothing was loaded:\n  "
             + "\n  ".join(problems)
-            + "\nuse strict=False to load what matches and skip the rest"
+            + "\nuse strict=False to load what matches and keep the other weights as they are"
         )
-    for _, brick, usable in plans:
+        error.problems = problems  # type: ignore[attr-defined]
+        raise error
+    if report.missing:
+        warnings.warn(
+            f"no weight file in {folder} for bricks {report.missing}; they keep their current weights", stacklevel=2
+        )
+    for brick, usable in plans:
         brick.load_state_dict(usable, strict=False)
     for suffix in FORMATS.values():
         for file in sorted(folder.rglob(f"*{suffix}")):

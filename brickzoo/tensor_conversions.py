@@ -41,8 +41,24 @@ def torch_to_numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 def batched_tensor_to_channel_last(tensor: torch.Tensor) -> torch.Tensor:
-    """``[B, C, H, W]`` to ``[B, H, W, C]``."""
-    return tensor.permute(0, 2, 3, 1)
+    """Move the channel axis (dimension 1) of a batched tensor last.
+
+    ``[B, C]`` stays, ``[B, C, L]`` becomes ``[B, L, C]``, ``[B, C, H, W]`` becomes
+    ``[B, H, W, C]`` and ``[B, C, D, H, W]`` becomes ``[B, D, H, W, C]``.
+
+    Raises:
+        BrickInputError: a tensor with fewer than 2 or more than 5 dimensions.
+
+    Example:
+        >>> batched_tensor_to_channel_last(torch.zeros(2, 3, 4, 5)).shape
+        torch.Size([2, 4, 5, 3])
+    """
+    if not isinstance(tensor, torch.Tensor) or not 2 <= tensor.ndim <= 5:
+        got = f"shape {list(tensor.shape)}" if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise BrickInputError(
+            f"batched_tensor_to_channel_last: expected a batched tensor [B, C, ...] of 2 to 5 dimensions, got {got}"
+        )
+    return tensor.movedim(1, -1)
 
 
 def unpack_batched_tensor_to_numpy(tensor: torch.Tensor) -> list[np.ndarray]:

@@ -14,6 +14,7 @@ from brickzoo import (
     BrickDefinitionError,
     BrickGraphError,
     BrickLoss,
+    BrickMetricSingle,
     BrickModule,
     BrickNotTrainable,
     BrickOutputError,
@@ -22,7 +23,7 @@ from brickzoo import (
     MissingInputsError,
     Stage,
 )
-from brickzoo.errors import BrickzooError
+from brickzoo.errors import BrickInputError, BrickzooError
 
 
 def add(value: float):
@@ -338,4 +339,165 @@ def test_errors_share_one_base_class() -> None:
     import brickzoo.errors as errors
 
     for name in errors.__all__:
-        assert issubclass(getattr(errors, name), BrickzooError)
+        kind = getattr(errors, name)
+        if issubclass(kind, Warning):  # warnings that count what was changed are UserWarnings
+            assert issubclass(kind, UserWarning), name
+        else:
+            assert issubclass(kind, BrickzooError), name
+
+
+# -- plans follow the bricks' current state ----------------------------------------------------------
+def test_module_replaced_after_a_forward_runs_the_new_module() -> None:
+    torch.manual_seed(0)
+    collection = BrickCollection({"a": BrickTrainable(nn.Linear(2, 3), ["x"], ["y"])})
+    x = torch.randn(4, 2)
+    assert collection({"x": x})["y"].shape == (4, 3)
+    new = nn.Linear(2, 5)
+    collection["a"].model = new
+    out = collection({"x": x})["y"]
+    assert out.shape == (4, 5)
+    torch.testing.assert_close(out, new(x))
+    # an optimizer built now trains what runs: the gradient reaches the new module
+    optimizer = torch.optim.SGD(collection.parameters(), lr=0.1)
+    collection({"x": x})["y"].sum().backward()
+    assert new.weight.grad is not None
+    optimizer.step()
+
+
+def test_calculate_gradients_changed_after_a_forward_is_honoured() -> None:
+    brick = BrickTrainable(nn.Linear(2, 2), ["x"], ["y"])
+    collection = BrickCollection({"a": brick})
+    x = torch.randn(3, 2)
+    assert collection({"x": x})["y"].requires_grad
+    brick.calculate_gradients = False
+    assert not collection({"x": x})["y"].requires_grad
+    brick.calculate_gradients = True
+    assert collection({"x": x})["y"].requires_grad
+
+
+def test_nested_brick_change_invalidates_every_collection_above_it() -> None:
+    inner = BrickCollection({"a": BrickTrainable(add(1), ["x"], ["./y"])})
+    outer = BrickCollection({"head": inner})
+    assert outer({"x": torch.zeros(1)})["head/y"].item() == 1
+    outer["head"]["a"].model = add(5)
+    assert outer({"x": torch.zeros(1)})["head/y"].item() == 5
+
+
+def test_building_or_changing_an_unrelated_collection_keeps_cached_plans() -> None:
+    first = BrickCollection({"a": BrickTrainable(add(1), ["x"], ["y"]), "b": BrickTrainable(add(2), ["y"], ["z"])})
+    first({"x": torch.zeros(1)})
+    first({"x": torch.zeros(1)}, groups="MODEL")
+    plans = dict(first._plans)
+    graph = first._graph
+    assert len(plans) == 2
+    other = BrickCollection({"c": BrickTrainable(add(1), ["x"], ["y"])})
+    other["d"] = BrickTrainable(add(1), ["y"], ["w"])
+    other["c"].model = add(3)
+    del other["d"]
+    other({"x": torch.zeros(1)})
+    assert first._graph is graph
+    assert first._plans == plans and all(first._plans[k] is v for k, v in plans.items())
+
+
+def test_a_copy_has_its_own_plans() -> None:
+    original = BrickCollection({"a": BrickTrainable(add(1), ["x"], ["y"])})
+    original({"x": torch.zeros(1)})
+    duplicate = copy.deepcopy(original)
+    duplicate["a"].model = add(7)
+    assert duplicate({"x": torch.zeros(1)})["y"].item() == 7
+    assert original({"x": torch.zeros(1)})["y"].item() == 1
+
+
+# -- groups as any iterable ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "groups", [["MODEL"], ("MODEL",), {"MODEL"}, frozenset({"MODEL"}), "MODEL", iter(["MODEL"]), ["MODEL", "LOSS"]]
+)
+def test_groups_may_be_any_iterable_of_names(groups) -> None:
+    collection = BrickCollection(
+        {"model": BrickTrainable(add(1), ["x"], ["y"]), "vis": BrickTrainable(add(1), ["y"], ["v"], group="VIS")}
+    )
+    assert set(collection({"x": torch.zeros(1)}, groups=groups, return_inputs=False)) == {"y"}
+    assert collection.required_inputs(["MODEL"]) == ["x"]
+    assert collection.execution_order(("MODEL", "VIS")) == ["model", "vis"]
+
+
+def test_bad_or_unknown_group_selection_is_refused() -> None:
+    collection = BrickCollection({"model": BrickTrainable(add(1), ["x"], ["y"])})
+    with pytest.raises(BrickDefinitionError, match=r"groups must hold non-empty strings .*got \[3\]"):
+        collection({"x": torch.zeros(1)}, groups=["MODEL", 3])
+    with pytest.raises(BrickDefinitionError, match=r"groups must be a group name.*got int 3"):
+        collection({"x": torch.zeros(1)}, groups=3)  # type: ignore[arg-type]
+    with pytest.raises(BrickDefinitionError, match=r"groups \['MODLE'\] select no brick.*did you mean \['MODEL'\]"):
+        collection({"x": torch.zeros(1)}, groups=["MODLE"])
+    # a stage's preset may name groups the collection lacks (no LOSS here): it runs what there is
+    assert set(collection({"x": torch.zeros(1)}, groups=Stage.TRAIN, return_inputs=False)) == {"y"}
+
+
+# -- value checks at data entry: check_batch and check_inputs_present --------------------------------
+class CheckedLoss(nn.Module):
+    """A loss whose value check lives in check_inputs, as the zoo's losses do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked = 0
+
+    def forward(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (y - t.float()).abs().mean()
+
+    def check_inputs(self, y: torch.Tensor, t: torch.Tensor) -> None:
+        self.checked += 1
+        if int(t.min()) < 0:
+            raise BrickInputError(f"targets: expected values >= 0, got {int(t.min())}")
+
+
+def test_check_batch_runs_value_checks_that_forward_skips() -> None:
+    from torchmetrics.classification import MulticlassAccuracy
+
+    loss = CheckedLoss()
+    collection = BrickCollection(
+        {
+            "model": BrickTrainable(add(1), ["x"], ["y"]),
+            "head": {"loss": BrickLoss(loss, ["../y", "t"], ["./loss"])},
+            "metric": BrickMetricSingle(MulticlassAccuracy(3), ["p", "t"]),
+        }
+    )
+    good = {"x": torch.zeros(2), "t": torch.tensor([1, 2]), "p": torch.tensor([1, 0])}
+    bad = {**good, "t": torch.tensor([1, -4])}
+    out = collection.check_batch(good, stage=Stage.TRAIN)
+    assert loss.checked == 1 and "head/loss" in out
+    collection(bad, groups=["MODEL", "LOSS"])  # forward reads no values on the host: no check, no sync
+    assert loss.checked == 1
+    with pytest.raises(BrickInputError, match=r"^brick 'head/loss': targets: expected values >= 0, got -4"):
+        collection.check_batch(bad, groups=Stage.TRAIN)
+    with pytest.raises(MissingInputsError, match=r"brick 'head/loss' needs \['t'\]"):
+        collection.check_batch({"x": torch.zeros(2)}, groups=["MODEL", "LOSS"])
+
+
+def test_check_batch_calls_metric_checks() -> None:
+    from torchmetrics.classification import MulticlassAccuracy
+
+    class CheckedAccuracy(MulticlassAccuracy):
+        def check_inputs(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+            if int(target.max()) >= 3:
+                raise BrickInputError(f"target: expected class indices < 3, got {int(target.max())}")
+
+    collection = BrickCollection({"metric": BrickMetricSingle(CheckedAccuracy(num_classes=3), ["p", "t"])})
+    with pytest.raises(BrickInputError, match=r"brick 'metric': target: expected class indices < 3, got 7"):
+        collection.check_batch({"p": torch.tensor([0]), "t": torch.tensor([7])})
+
+
+def test_check_inputs_present_gives_the_one_diagnostic_without_running() -> None:
+    ran = []
+    collection = BrickCollection(
+        {
+            "model": BrickTrainable(lambda x: ran.append(1) or x, ["images"], ["y"]),
+            "loss": BrickLoss(nn.L1Loss(), ["y", "labels"], ["loss"]),
+        }
+    )
+    with pytest.raises(MissingInputsError) as info:
+        collection.check_inputs_present({"images": torch.zeros(1), "label": 1}, Stage.TRAIN, source="train_loader")
+    message = str(info.value)
+    assert message.startswith("train_loader: missing inputs ['labels']")
+    assert "brick 'loss' needs ['labels']" in message and "did you mean ['label']" in message
+    assert ran == []
+    collection.check_inputs_present({"images": 0, "labels": 0}, Stage.TRAIN)  # complete: no error

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brickzoo import BrickCollection, BrickTrainable, MissingInputsError
+from brickzoo import BrickCollection, BrickDefinitionError, BrickTrainable, MissingInputsError
 
 PARENTS = ["", "a", "a/b", "c"]
 EXTERNAL = ["in0", "in1"]
@@ -98,6 +98,10 @@ def test_random_graph_matches_reference(graph: tuple[list[Spec], list[int]], sel
     inputs = {"in0": torch.tensor([1.0]), "in1": torch.tensor([-2.0])}
     selected = None if selection is None else {selection}
     chosen = [s for s in specs if selected is None or s.group in selected]
+    if selected is not None and not chosen:  # a selection naming no group of any brick is refused, not run empty
+        with pytest.raises(BrickDefinitionError, match="select no brick"):
+            collection(inputs, groups=selected)
+        return
     produced = {s.output for s in chosen}
     needs_unselected = any(n not in produced and n not in inputs for s in chosen for n in s.inputs)
     if needs_unselected:

@@ -63,16 +63,55 @@ def test_existing_folder_needs_exist_ok(tmp_path: Path) -> None:
     collection.save_bricks(tmp_path, exist_ok=True)
 
 
-def test_missing_file_warns_naming_the_brick(tmp_path: Path) -> None:
+def test_missing_file_is_an_error_when_strict_and_changes_nothing(tmp_path: Path) -> None:
+    source = make()
+    source.save_bricks(tmp_path)
+    (tmp_path / "head0" / "classify.pt").unlink()
+    target = make(seed=5)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(WeightsError, match=r"brick 'head0/classify': no weight file head0/classify.pt") as info:
+        target.load_bricks(tmp_path)
+    assert info.value.problems == [
+        "brick 'head0/classify': no weight file head0/classify.pt or head0/classify.safetensors"
+    ]
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # nothing loaded, not even the rest
+
+
+def test_missing_file_warns_naming_the_brick_when_not_strict(tmp_path: Path) -> None:
     source = make()
     source.save_bricks(tmp_path)
     (tmp_path / "head0" / "classify.pt").unlink()
     target = make(seed=5)
     before = target["head0"]["classify"].model.weight.clone()
-    with pytest.warns(UserWarning, match="brick 'head0/classify': no weight file"):
-        report = target.load_bricks(tmp_path)
+    with pytest.warns(UserWarning, match=r"no weight file in .* for bricks \['head0/classify'\]"):
+        report = target.load_bricks(tmp_path, strict=False)
     assert report.missing == ["head0/classify"]
     assert torch.equal(target["head0"]["classify"].model.weight, before)
+    assert "backbone" in report.loaded
+
+
+def test_empty_or_wrong_folder_loads_nothing_when_strict(tmp_path: Path) -> None:
+    target = make(seed=5)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match="nothing was loaded") as info:
+        target.load_bricks(tmp_path / "empty")
+    assert len(info.value.problems) == len([p for p, b in target.named_bricks() if b.state_dict()])
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+def test_missing_folder_and_file_as_folder_are_the_builtin_errors(tmp_path: Path) -> None:
+    target = make()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        target.load_bricks(tmp_path / "nowhere")
+    file = tmp_path / "weights.pt"
+    file.write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match="is a file; expected a folder"):
+        target.load_bricks(file)
+    with pytest.raises(NotADirectoryError, match="is a file; expected a folder"):
+        target.save_bricks(file)
+    with pytest.raises(WeightsError):  # and still brickzoo's own error
+        target.load_bricks(tmp_path / "nowhere")
 
 
 def test_shape_mismatch_raises_and_leaves_model_unchanged(tmp_path: Path) -> None:
