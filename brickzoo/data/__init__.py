@@ -6,11 +6,16 @@ read: ``images (Tensor[3, H, W])`` float32 in [0, 1], ``labels (Tensor[])`` int6
 xyxy in pixels and ``box_labels (Tensor[M])`` int64. :func:`collate_named` stacks them into a
 batch, padding boxes with zeros and box labels with -1; :func:`make_loader` makes a seeded
 DataLoader that uses it.
+
+Image files are read as they are displayed (EXIF orientation applied, alpha dropped, 16-bit grey
+scaled by 65535); :func:`load_image` reads one file the same way, e.g. for prediction. Datasets
+that drop or clip annotations, or doubt their masks, say so with a
+:class:`~brickzoo.errors.DataWarning` that counts the cases.
 """
 
 from brickzoo.data._coco import CocoDetectionDataset
 from brickzoo.data._collate import DEFAULT_PAD_VALUES, collate_named, make_loader
-from brickzoo.data._common import IMAGE_EXTENSIONS, ImageSize, NamedDataset
+from brickzoo.data._common import IMAGE_EXTENSIONS, ImageSize, NamedDataset, load_image
 from brickzoo.data._digits import DigitsDataset
 from brickzoo.data._folders import ImageFolderDataset, SegmentationFolderDataset
 from brickzoo.data._preview import draw_sample, preview_grid
@@ -30,6 +35,7 @@ __all__ = [
     "ShapesDataset",
     "collate_named",
     "draw_sample",
+    "load_image",
     "make_loader",
     "preview_grid",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from brickzoo.errors import DataError
@@ -87,17 +88,17 @@ def _stack(key: str, values: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _pad_stack(key: str, values: Sequence[torch.Tensor], pad_value: float | int) -> torch.Tensor:
+    """``values[i] (Tensor[M_i, ...])`` padded with ``pad_value`` to ``Tensor[B, max M_i, ...]``."""
     first = values[0]
     if first.ndim == 0 or any(v.ndim != first.ndim or v.shape[1:] != first.shape[1:] for v in values):
         raise DataError(
             f"collate_named: cannot pad {key!r}, expected [M_i, ...] with equal trailing dimensions per sample, "
             f"got shapes {_shapes(values)}"
         )
-    longest = max(v.shape[0] for v in values)
-    out = first.new_full((len(values), longest, *first.shape[1:]), pad_value)  # [B, M, ...]
-    for i, value in enumerate(values):
-        out[i, : value.shape[0]] = value
-    return out
+    if any(v.dtype != first.dtype for v in values):
+        dtypes = sorted({str(v.dtype) for v in values})
+        raise DataError(f"collate_named: cannot pad {key!r}, the samples have different dtypes {dtypes}")
+    return pad_sequence(list(values), batch_first=True, padding_value=pad_value)  # [B, M, ...]
 
 
 def _seed_worker(worker_id: int) -> None:

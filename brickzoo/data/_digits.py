@@ -26,32 +26,49 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_indices(labels: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
-    """A stratified split of ``range(len(labels))``: per class, a seeded shuffle cut into test, val and train.
+    """A stratified split of ``range(len(labels))`` with scikit-learn's ``train_test_split(stratify=labels)``.
 
-    Each class contributes ``round(n_c * test_fraction)`` samples to "test" and
-    ``round(n_c * val_fraction)`` to "val", the rest to "train"; indices are sorted in each split.
+    "test" takes ``ceil(test_fraction * N)`` samples, then "val" takes ``val_fraction`` of all
+    samples from the rest, each with every class in proportion (within a sample or two per
+    class); "train" is what is left and "all" is everything. The splits are disjoint, depend
+    only on ``seed`` and hold sorted indices.
+
+    Raises:
+        DataError: a split too small to hold every class (or a class with one sample).
     """
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_test = round(len(members) * test_fraction)
-        n_val = round(len(members) * val_fraction)
-        parts["test"].append(members[:n_test])
-        parts["val"].append(members[n_test : n_test + n_val])
-        parts["train"].append(members[n_test + n_val :])
-    splits = {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
-    splits["all"] = np.arange(len(labels))
-    return splits
+    everything = np.arange(len(labels))
+    try:
+        rest, test = _stratified_cut(everything, labels, test_fraction, seed)
+        # val_fraction of all samples, as a fraction of what the test split left
+        train, val = _stratified_cut(rest, labels, val_fraction / (1.0 - test_fraction), seed)
+    except ValueError as error:
+        raise DataError(
+            f"split_indices: cannot make stratified splits with val_fraction={val_fraction}, "
+            f"test_fraction={test_fraction} of {len(labels)} samples in {len(np.unique(labels))} classes "
+            f"(scikit-learn: {error}); every split needs at least one sample per class, raise the fractions"
+        ) from error
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "all": everything}
+
+
+def _stratified_cut(
+    indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``indices`` cut into (kept, taken) with ``fraction`` of them taken, stratified by ``labels[indices]``."""
+    if fraction <= 0:
+        return indices, indices[:0]
+    from sklearn.model_selection import train_test_split
+
+    kept, taken = train_test_split(indices, test_size=fraction, stratify=labels[indices], random_state=seed)
+    return np.asarray(kept), np.asarray(taken)
 
 
 class DigitsDataset(NamedDataset):
     """scikit-learn's ``load_digits()``: 1797 real 8x8 handwritten digits, upscaled, with labels 0-9.
 
     The 8x8 grey images (values 0-16) are scaled to [0, 1], upscaled with bilinear
-    interpolation to ``image_size`` and repeated to 3 channels. The split is stratified and
-    deterministic for a given ``seed`` (see :func:`split_indices`); "train", "val" and "test"
-    are disjoint and together make "all".
+    interpolation to ``image_size`` and repeated to 3 channels. The split is stratified
+    (scikit-learn's ``train_test_split(stratify=...)``) and deterministic for a given ``seed``;
+    "train", "val" and "test" are disjoint and together make "all".
 
     Every sample is a dict with ``images (Tensor[3, S, S])`` float32 in [0, 1] and
     ``labels (Tensor[])`` int64 in 0..9.
@@ -60,8 +77,8 @@ class DigitsDataset(NamedDataset):
         split: "train", "val", "test" or "all".
         image_size: side ``S`` of the output images.
         seed: seed of the split.
-        val_fraction: fraction of each class in "val".
-        test_fraction: fraction of each class in "test".
+        val_fraction: fraction of the digits (and of each class, within a sample or two) in "val".
+        test_fraction: fraction of the digits (and of each class, within a sample or two) in "test".
         augment: shift each image by up to ``max_shift`` pixels in x and y (zero fill), drawn
             from torch's random generator (seeded per worker by the DataLoader); for training.
         max_shift: largest shift in output pixels when ``augment`` is on.

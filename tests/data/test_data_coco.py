@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from brickzoo.data import CocoDetectionDataset, make_loader
-from brickzoo.errors import DataError
+from brickzoo.errors import DataError, DataWarning
+
+# what _coco() changes: annotation 5 (zero width) and 6 (outside) dropped, 3 (partly outside) clipped
+CHANGES = r"3 of the 6 annotations in .*annotations\.json' were changed"
+
+
+def _warned(*args: Any, **kwargs: Any) -> CocoDetectionDataset:
+    with pytest.warns(DataWarning, match=CHANGES):
+        return CocoDetectionDataset(*args, **kwargs)
 
 
 def _coco() -> dict[str, Any]:
@@ -45,7 +54,7 @@ def _write(tmp_path: Path, data: dict[str, Any] | str) -> Path:
 
 
 def test_boxes_converted_and_categories_mapped(tmp_path: Path) -> None:
-    dataset = CocoDetectionDataset(_write(tmp_path, _coco()), tmp_path / "img")
+    dataset = _warned(_write(tmp_path, _coco()), tmp_path / "img")
     assert dataset.class_names == ["cat", "dog", "bird"]  # category ids 3, 7, 12
     assert dataset.category_ids == [3, 7, 12] and dataset.num_classes == 3
     assert dataset.num_classes_for("detection") == 3
@@ -65,7 +74,7 @@ def test_boxes_converted_and_categories_mapped(tmp_path: Path) -> None:
 
 def test_agrees_with_pycocotools(tmp_path: Path) -> None:
     path = _write(tmp_path, _coco())
-    dataset = CocoDetectionDataset(path, tmp_path / "img", include_crowd=True)
+    dataset = _warned(path, tmp_path / "img", include_crowd=True)
     coco = COCO(str(path))
     for i, image_id in enumerate(dataset.image_ids):
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
@@ -82,7 +91,7 @@ def test_agrees_with_pycocotools(tmp_path: Path) -> None:
 
 
 def test_resizing_scales_boxes(tmp_path: Path) -> None:
-    dataset = CocoDetectionDataset(_write(tmp_path, _coco()), tmp_path / "img", image_size=(10, 80))
+    dataset = _warned(_write(tmp_path, _coco()), tmp_path / "img", image_size=(10, 80))
     a = dataset[0]
     assert a["images"].shape == (3, 10, 80)
     # x scaled by 80 / 40 = 2, y by 10 / 20 = 0.5
@@ -142,9 +151,77 @@ def test_unreadable_json_and_missing_files(tmp_path: Path) -> None:
 def test_corrupt_image_and_size_mismatch_are_named(tmp_path: Path) -> None:
     path = _write(tmp_path, _coco())
     (tmp_path / "img" / "sub" / "b.jpg").write_bytes(b"garbage")
-    dataset = CocoDetectionDataset(path, tmp_path / "img")
+    dataset = _warned(path, tmp_path / "img")
     with pytest.raises(DataError, match=r"could not decode image file .*sub/b\.jpg"):
         dataset[1]
     Image.new("RGB", (20, 40)).save(tmp_path / "img" / "a.png")  # rotated: boxes would be wrong
     with pytest.raises(DataError, match=r"a\.png' is 20x40 .* says 40x20"):
         dataset[0]
+
+
+def test_bad_boxes_counted_in_one_warning_at_construction(tmp_path: Path) -> None:
+    path = _write(tmp_path, _coco())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = CocoDetectionDataset(path, tmp_path / "img")
+        samples = [dataset[i] for i in range(len(dataset))] + [dataset[0]]  # reading warns no more
+    assert len(caught) == 1 and caught[0].category is DataWarning
+    message = str(caught[0].message)
+    assert str(path) in message and "3 of the 6 annotations" in message
+    assert "1 dropped for a non-positive width or height (annotation id 5)" in message
+    assert "1 dropped as entirely outside its image (annotation id 6)" in message
+    assert "1 clipped to its image as partly outside (annotation id 3)" in message
+    assert "strict=True" in message
+    assert [len(s["boxes"]) for s in samples[:3]] == [2, 1, 0]
+
+
+def test_strict_turns_the_warning_into_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=CHANGES + r".*annotation id 5.*annotation id 6.*annotation id 3"):
+        CocoDetectionDataset(_write(tmp_path, _coco()), tmp_path / "img", strict=True)
+    data = _coco()
+    data["annotations"] = [a for a in data["annotations"] if a["id"] in (1, 2, 4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset = CocoDetectionDataset(_write(tmp_path, data), tmp_path / "img", strict=True)
+    assert dataset[0]["boxes"].tolist() == [[2.0, 3.0, 12.0, 8.0], [20.5, 0.0, 25.0, 20.0]]
+
+
+def test_many_bad_boxes_name_the_first_ids(tmp_path: Path) -> None:
+    data = _coco()
+    data["annotations"] = [
+        {"id": 100 + i, "image_id": 5, "category_id": 7, "bbox": [1, 1, 3, -2.0 if i % 2 else 0.0]} for i in range(8)
+    ]
+    with pytest.warns(DataWarning, match=r"8 dropped for a non-positive .*ids 100, 101, 102, 103, 104 and 3 more"):
+        dataset = CocoDetectionDataset(_write(tmp_path, data), tmp_path / "img")
+    assert len(dataset[0]["boxes"]) == 0
+
+
+def test_missing_annotations_list_warns_or_raises(tmp_path: Path) -> None:
+    data = _coco()
+    del data["annotations"]
+    path = _write(tmp_path, data)
+    message = r"annotations\.json' has no 'annotations' list, so none of its 3 images has a box"
+    with pytest.warns(DataWarning, match=message):
+        dataset = CocoDetectionDataset(path, tmp_path / "img")
+    assert all(len(sample["boxes"]) == 0 for sample in dataset)
+    with pytest.raises(DataError, match=message):
+        CocoDetectionDataset(path, tmp_path / "img", strict=True)
+
+
+def test_clipping_uses_the_header_size_when_the_json_has_none(tmp_path: Path) -> None:
+    data = _coco()  # c.png is 16x8 and has no width/height in the JSON
+    data["annotations"] = [{"id": 9, "image_id": 2, "category_id": 3, "bbox": [10, 4, 10, 10]}]
+    with pytest.warns(DataWarning, match=r"1 of the 1 annotations.*1 clipped .*annotation id 9"):
+        dataset = CocoDetectionDataset(_write(tmp_path, data), tmp_path / "img")
+    assert dataset.sizes[2] == (16, 8)
+    assert dataset[2]["boxes"].tolist() == [[10.0, 4.0, 16.0, 8.0]]
+
+
+def test_image_sizes_in_the_json_must_be_positive_integers(tmp_path: Path) -> None:
+    data = _coco()
+    data["images"][0]["width"] = 0
+    with pytest.raises(DataError, match=r"images\[0\] .*a\.png'\) has width=0, height=20; expected positive"):
+        CocoDetectionDataset(_write(tmp_path, data), tmp_path / "img")
+    data["images"][0]["width"] = 40.0  # some tools write floats
+    with pytest.warns(DataWarning, match=CHANGES):
+        assert CocoDetectionDataset(_write(tmp_path, data), tmp_path / "img").sizes[0] == (40, 20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,8 +68,31 @@ def test_errors_name_the_entry_and_what_was_got() -> None:
         collate_named([_sample([], [], 0.1), small])
     wrong = _sample([[1, 2, 3, 4]], [1], 0.1)
     wrong["boxes"] = torch.zeros(1, 5)
-    with pytest.raises(DataError, match="cannot pad 'boxes'"):
+    with pytest.raises(DataError, match=r"cannot pad 'boxes', expected \[M_i, \.\.\.\].*\[1, 4\], \[1, 5\]"):
         collate_named([_sample([[1, 2, 3, 4]], [1], 0.1), wrong])
+    scalar = _sample([], [], 0.1)
+    scalar["box_labels"] = torch.tensor(3)
+    with pytest.raises(DataError, match=r"cannot pad 'box_labels'.*got shapes \[\], \[0\]"):
+        collate_named([scalar, _sample([], [], 0.2)])
+
+
+def test_padding_refuses_mixed_dtypes_instead_of_casting() -> None:
+    float_labels = _sample([[1, 2, 3, 4]], [1], 0.1)
+    float_labels["box_labels"] = torch.tensor([1.5])
+    with pytest.raises(DataError, match=r"cannot pad 'box_labels', the samples have different dtypes"):
+        collate_named([_sample([[1, 2, 3, 4]], [2], 0.1), float_labels])
+
+
+def test_padding_agrees_with_a_numpy_reference() -> None:
+    generator = torch.Generator().manual_seed(0)
+    lengths = [3, 0, 5, 1]
+    samples = [{"points": torch.randn(n, 2, 3, generator=generator)} for n in lengths]
+    batch = collate_named(samples, pad_values={"points": 9.0})["points"]
+    expected = np.full((4, 5, 2, 3), 9.0, dtype=np.float32)
+    for i, sample in enumerate(samples):
+        expected[i, : lengths[i]] = sample["points"].numpy()
+    assert batch.shape == (4, 5, 2, 3)
+    np.testing.assert_array_equal(batch.numpy(), expected)
 
 
 def test_loader_order_depends_only_on_the_seed() -> None:

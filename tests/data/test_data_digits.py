@@ -1,13 +1,19 @@
-"""DigitsDataset: sizes, split, upscaling (checked with a numpy bilinear resize) and augmentation."""
+"""DigitsDataset: sizes, stratified split, upscaling (checked with a numpy bilinear resize) and augmentation."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 from brickzoo.data import DigitsDataset
+from brickzoo.data._digits import split_indices
 from brickzoo.errors import DataError
 
 DIGITS = load_digits()
@@ -48,6 +54,13 @@ def test_upscaling_is_bilinear_and_grey_is_repeated(size: int) -> None:
             np.testing.assert_allclose(image[channel].numpy(), expected, atol=1e-5)
 
 
+def _assert_stratified(split: np.ndarray, labels: np.ndarray, fraction: float, tolerance: float) -> None:
+    """Each class holds ``fraction`` of its samples in ``split``, within ``tolerance`` samples (counted by numpy)."""
+    per_class = np.bincount(labels, minlength=labels.max() + 1)
+    in_split = np.bincount(labels[split], minlength=labels.max() + 1)
+    assert np.abs(in_split - fraction * per_class).max() <= tolerance, (in_split, fraction * per_class)
+
+
 def test_split_sizes_disjoint_stratified_and_deterministic() -> None:
     splits = {name: DigitsDataset(name, seed=0) for name in ("train", "val", "test")}
     indices = {name: set(d.indices.tolist()) for name, d in splits.items()}
@@ -56,24 +69,57 @@ def test_split_sizes_disjoint_stratified_and_deterministic() -> None:
     assert not (
         indices["train"] & indices["val"] or indices["train"] & indices["test"] or indices["val"] & indices["test"]
     )
-    per_class = np.bincount(DIGITS.target, minlength=10)
-    expected_val = sum(round(n * 0.2) for n in per_class)
-    assert len(splits["val"]) == len(splits["test"]) == expected_val
-    overall = per_class / per_class.sum()
-    for dataset in splits.values():
-        labels = dataset.labels.numpy()
-        assert set(labels.tolist()) == set(range(10))
-        assert np.abs(np.bincount(labels, minlength=10) / len(labels) - overall).max() < 0.01
-        assert (labels == DIGITS.target[dataset.indices]).all()
+    # scikit-learn takes ceil(fraction * n): 360 for test, then ceil(0.25 * 1437) = 360 for val
+    assert len(splits["test"]) == math.ceil(0.2 * 1797) == 360
+    assert len(splits["val"]) == math.ceil(0.2 / 0.8 * (1797 - 360)) == 360
+    for name, fraction in (("train", 0.6), ("val", 0.2), ("test", 0.2)):
+        _assert_stratified(splits[name].indices, DIGITS.target, fraction, tolerance=2)
+        labels = splits[name].labels.numpy()
+        assert (labels == DIGITS.target[splits[name].indices]).all()
     assert np.array_equal(DigitsDataset("val", seed=0).indices, splits["val"].indices)
     assert not np.array_equal(DigitsDataset("val", seed=1).indices, splits["val"].indices)
 
 
+def test_split_is_scikit_learn_stratified_split() -> None:
+    test_part = train_test_split(np.arange(1797), test_size=0.2, stratify=DIGITS.target, random_state=4)[1]
+    assert np.array_equal(DigitsDataset("test", seed=4).indices, np.sort(test_part))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    counts=st.lists(st.integers(10, 60), min_size=2, max_size=6),
+    val_fraction=st.floats(0.1, 0.4),
+    test_fraction=st.floats(0.1, 0.4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_split_indices_stratified_disjoint_and_seeded(
+    counts: list[int], val_fraction: float, test_fraction: float, seed: int
+) -> None:
+    labels = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(counts)), counts))
+    splits = split_indices(labels, seed, val_fraction, test_fraction)
+    parts = [splits[name] for name in ("train", "val", "test")]
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(labels)))  # disjoint, cover everything
+    assert all(np.array_equal(np.sort(part), part) for part in parts)
+    assert len(splits["test"]) == math.ceil(test_fraction * len(labels))
+    assert abs(len(splits["val"]) - val_fraction * len(labels)) <= 2
+    # bounds of scikit-learn's per-class rounding: one sample per cut, plus the drift of the two cuts
+    _assert_stratified(splits["test"], labels, test_fraction, tolerance=2)
+    _assert_stratified(splits["val"], labels, val_fraction, tolerance=4)
+    _assert_stratified(splits["train"], labels, 1 - val_fraction - test_fraction, tolerance=6)
+    again = split_indices(labels, seed, val_fraction, test_fraction)
+    assert all(np.array_equal(splits[name], again[name]) for name in splits)
+
+
 def test_fractions_change_split_sizes() -> None:
     small_val = DigitsDataset("val", val_fraction=0.1, test_fraction=0.3)
-    per_class = np.bincount(DIGITS.target, minlength=10)
-    assert len(small_val) == sum(round(n * 0.1) for n in per_class)
-    assert len(DigitsDataset("test", val_fraction=0.1, test_fraction=0.3)) == sum(round(n * 0.3) for n in per_class)
+    test = DigitsDataset("test", val_fraction=0.1, test_fraction=0.3)
+    assert len(test) == math.ceil(0.3 * 1797)
+    assert abs(len(small_val) - 0.1 * 1797) <= 1
+    _assert_stratified(small_val.indices, DIGITS.target, 0.1, tolerance=2)
+    _assert_stratified(test.indices, DIGITS.target, 0.3, tolerance=2)
+    assert len(DigitsDataset("val", val_fraction=0.0)) == 0
+    with pytest.raises(DataError, match=r"val_fraction=0\.001.*10 classes.*raise the fractions"):
+        DigitsDataset("val", val_fraction=0.001)
 
 
 def test_augmentation_shifts_by_at_most_two_pixels_with_zero_fill() -> None:

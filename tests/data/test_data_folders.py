@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import torch
 from PIL import Image
 
 from brickzoo.data import ImageFolderDataset, SegmentationFolderDataset, collate_named
-from brickzoo.errors import DataError
+from brickzoo.data._folders import rare_classes
+from brickzoo.errors import DataError, DataWarning
 
 
 def _solid(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (12, 10)) -> None:
@@ -131,7 +133,42 @@ def test_masks_resized_with_nearest(seg_dirs: tuple[Path, Path]) -> None:
 
 
 def test_num_classes_inferred_from_masks(seg_dirs: tuple[Path, Path]) -> None:
-    assert SegmentationFolderDataset(*seg_dirs).num_classes == 3  # largest index 2, 255 ignored
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every class 0..2 is in a mask: nothing to warn about
+        assert SegmentationFolderDataset(*seg_dirs).num_classes == 3  # largest index 2, 255 ignored
+
+
+def _mask_folders(tmp_path: Path, masks: list[np.ndarray]) -> tuple[Path, Path]:
+    for number, values in enumerate(masks):
+        _solid(tmp_path / "i" / f"{number:04d}.png", (0, 0, 0), values.shape[::-1])
+        _mask(tmp_path / "m" / f"{number:04d}.png", values)
+    return tmp_path / "i", tmp_path / "m"
+
+
+def test_stray_mask_value_warns_with_counts_files_and_the_fix(tmp_path: Path) -> None:
+    masks = [np.array([[0, 1], [2, 1]])] * 3 + [np.array([[0, 254], [1, 2]])]  # an anti-aliased 254
+    folders = _mask_folders(tmp_path, masks)
+    with pytest.warns(DataWarning) as caught:
+        dataset = SegmentationFolderDataset(*folders)
+    assert len(caught) == 1 and dataset.num_classes == 255
+    message = str(caught[0].message)
+    assert "inferred as 255 from the largest mask value 254" in message and str(folders[1]) in message
+    assert "251 class value(s) in [0, 254] appear in fewer than 0.1% of the 4 masks" in message
+    assert "no mask holds class value(s) 3-253" in message  # 254 is in 1 of 4 masks: not rare here
+    assert "num_classes=" in message and "ignore_index=" in message and "(now 255)" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SegmentationFolderDataset(*folders, num_classes=255)  # set explicitly: no warning
+        SegmentationFolderDataset(*folders, ignore_index=254)  # the stray value ignored: 0..2 all present
+
+
+def test_rare_means_fewer_than_a_thousandth_of_the_masks() -> None:
+    # hand-made presence counts (class value -> masks holding it) for 1001 masks: 0.1% is 1.001 masks
+    presence = {0: 1001, 1: 1000, 2: 1, 3: 2, 255: 1}
+    assert rare_classes(presence, 1001, 6, ignore_index=255) == [(2, 1), (4, 0), (5, 0)]
+    assert rare_classes(presence, 1001, 6, ignore_index=4) == [(2, 1), (5, 0)]
+    assert rare_classes({0: 1, 2: 1}, 999, 3, ignore_index=255) == [(1, 0)]  # under 1000 masks only gaps are rare
+    assert rare_classes({}, 0, 1, ignore_index=255) == []
 
 
 def test_palette_masks_give_their_indices(tmp_path: Path) -> None:
@@ -139,7 +176,8 @@ def test_palette_masks_give_their_indices(tmp_path: Path) -> None:
     _solid(tmp_path / "i" / "p.png", (0, 0, 0), (2, 2))
     _mask(tmp_path / "m" / "p.png", values, mode="P")
     assert Image.open(tmp_path / "m" / "p.png").mode == "P"
-    dataset = SegmentationFolderDataset(tmp_path / "i", tmp_path / "m")
+    with pytest.warns(DataWarning, match=r"no mask holds class value\(s\) 1-2"):  # a gap in the indices
+        dataset = SegmentationFolderDataset(tmp_path / "i", tmp_path / "m")
     assert dataset.num_classes == 5
     assert np.array_equal(dataset[0]["masks"].numpy(), values)
 
