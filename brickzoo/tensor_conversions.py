@@ -87,6 +87,24 @@ def unpack_batched_tensor_to_pillow_images(tensor: torch.Tensor) -> list[Image.I
 
 
 def pillow_images_to_batched_tensor(images: list[Image.Image]) -> torch.Tensor:
-    """Pillow images of one size to a float tensor ``[B, 3, H, W]`` in [0, 1]."""
-    arrays = [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+    """Pillow images of one size to a float tensor ``[B, 3, H, W]`` in [0, 1].
+
+    Every mode is read as :func:`brickzoo.data.load_image` reads files: grey, palette and CMYK
+    become RGB, alpha is dropped, 16-bit grey images are scaled by 65535 (not clipped to white).
+
+    Raises:
+        BrickInputError: the images differ in size, or one has a mode that cannot become RGB.
+    """
+    from brickzoo.data._common import image_to_tensor
+    from brickzoo.errors import DataError
+
+    sizes = sorted({image.size for image in images})
+    if len(sizes) > 1:
+        raise BrickInputError(
+            f"pillow_images_to_batched_tensor: expected images of one size, got the sizes (W, H) {sizes}"
+        )
+    try:
+        tensors = [image_to_tensor(image, None, f"pillow image {i}") for i, image in enumerate(images)]
+    except DataError as error:
+        raise BrickInputError(f"pillow_images_to_batched_tensor: {error}") from error
+    return torch.stack(tensors)  # [B, 3, H, W]

@@ -133,3 +133,15 @@ def test_visualizer_attribute_change_after_a_forward_is_used() -> None:
     assert collection({"images": torch.zeros(1, 3, 2, 2)})["drawn"] == ["old"]
     brick.callable = lambda image: "new"
     assert collection({"images": torch.zeros(1, 3, 2, 2)})["drawn"] == ["new"]
+
+
+def test_pillow_images_to_batched_tensor_scales_16_bit_and_refuses_mixed_sizes() -> None:
+    values = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
+    image = Image.fromarray(values)  # a 16-bit grey image
+    batch = pillow_images_to_batched_tensor([image])
+    expected = torch.from_numpy(values.astype(np.float32) / 65535).expand(3, 2, 2)
+    torch.testing.assert_close(batch[0], expected)
+    rgba = Image.new("RGBA", (2, 2), (10, 20, 30, 0))  # alpha dropped, colour kept
+    torch.testing.assert_close(pillow_images_to_batched_tensor([rgba])[0, :, 0, 0], torch.tensor([10, 20, 30]) / 255)
+    with pytest.raises(BrickInputError, match=r"one size, got the sizes \(W, H\) \[\(2, 2\), \(3, 2\)\]"):
+        pillow_images_to_batched_tensor([rgba, Image.new("RGB", (3, 2))])
