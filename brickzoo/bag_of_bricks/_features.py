@@ -1,11 +1,19 @@
-"""Feature levels: how a backbone or neck tells what it produces, so that what follows sizes itself."""
+"""Feature levels: how a backbone or neck tells what it produces, so that what follows sizes itself.
+
+:class:`FeatureLevel` describes one feature map (name, channels, stride); :class:`BrickFeatureLevels`
+is the base of the bricks that write them (backbones and necks); :func:`feature_levels` reads the
+``features=`` argument of a neck or head factory, typed :data:`FeaturesArg`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import torch
+
+from brickzoo._bricks import BrickInterface, BrickModule, Step
 from brickzoo.errors import BrickDefinitionError
 
 
@@ -24,7 +32,57 @@ class FeatureLevel:
     stride: int
 
 
-FeaturesArg = str | FeatureLevel | Sequence[FeatureLevel] | Mapping[str, Any] | Any
+class HasFeatureLevels(Protocol):
+    """Anything that tells the levels it writes: a backbone or neck brick (:class:`BrickFeatureLevels`)."""
+
+    @property
+    def feature_levels(self) -> Sequence[FeatureLevel]: ...
+
+
+FeaturesArg = str | FeatureLevel | Sequence[FeatureLevel] | HasFeatureLevels | Mapping[str, BrickInterface]
+"""What a factory's ``features=`` (its input levels) accepts: a tensor name (with ``in_channels``), one
+:class:`FeatureLevel` or a list of them, a brick with ``feature_levels``, or the dict returned by
+``backbone_bricks``/``fpn_bricks``."""
+
+
+class BrickFeatureLevels(BrickModule):
+    """Base of bricks whose module returns one tensor per feature level (backbones, necks).
+
+    The module returns a tuple with one ``[B, C_i, H/s_i, W/s_i]`` tensor per entry of
+    :attr:`feature_levels`, in order; the brick writes them under the levels' names. With a single
+    level the tuple's only tensor is written.
+
+    Attributes:
+        feature_levels: name, channels and stride of every tensor written.
+    """
+
+    feature_levels: list[FeatureLevel]
+    source_name: str | None = None
+
+    def _describe_levels(
+        self, feature_levels: Sequence[FeatureLevel], data_config: Mapping[str, Any], source_name: str | None
+    ) -> None:
+        self.feature_levels = list(feature_levels)
+        self.data_config = dict(data_config)
+        self.source_name = source_name
+
+    def model_name(self) -> str:
+        """The backbone's name (``timm:resnet10t``) when known, else the module's class name."""
+        return self.source_name or super().model_name()
+
+    def make_step(self, input_names: tuple[str, ...], output_names: tuple[str, ...], path: str) -> Step:
+        if len(output_names) != 1:
+            return super().make_step(input_names, output_names, path)
+        fn: Callable[..., Any] = self.model
+        if not self.calculate_gradients:
+            fn = torch.no_grad()(fn)
+        (out,) = output_names
+        ins = input_names
+
+        def step_single_level(named: dict[str, Any]) -> None:
+            named[out] = fn(*[named[n] for n in ins])[0]
+
+        return step_single_level
 
 
 def feature_levels(
@@ -38,6 +96,10 @@ def feature_levels(
 
     Raises:
         BrickDefinitionError: the argument is none of these, or a name comes without ``in_channels``.
+
+    Example:
+        >>> feature_levels("features/level4", in_channels=512)
+        [FeatureLevel(name='features/level4', channels=512, stride=0)]
     """
     if isinstance(features, str):
         if in_channels is None:
@@ -61,8 +123,10 @@ def feature_levels(
             f"{owner}: expected a dict holding one brick with feature_levels (from backbone_bricks or fpn_bricks), "
             f"got a dict with keys {sorted(features)} and {len(found)} such bricks"
         )
-    if isinstance(features, Sequence) and features and all(isinstance(f, FeatureLevel) for f in features):
-        return list(features)
+    # (no str comes here, but without `not str` mypy narrows the HasFeatureLevels protocol by Sequence to str)
+    if isinstance(features, Sequence) and not isinstance(features, str):
+        if features and all(isinstance(f, FeatureLevel) for f in features):
+            return list(features)
     raise BrickDefinitionError(
         f"{owner}: features must be a tensor name, a FeatureLevel, a list of them or the bricks of "
         f"backbone_bricks/fpn_bricks; got {type(features).__name__}"
@@ -79,6 +143,11 @@ def select_levels(levels: Sequence[FeatureLevel], strides: Sequence[int] | None,
     Raises:
         BrickDefinitionError: ``strides`` is empty, repeats a stride, holds something other than a
             positive integer, or asks for a stride the levels do not have (or do not know).
+
+    Example:
+        >>> levels = [FeatureLevel("pyramid/level2", 32, 4), FeatureLevel("pyramid/level3", 32, 8)]
+        >>> select_levels(levels, [8], owner="detect")
+        [FeatureLevel(name='pyramid/level3', channels=32, stride=8)]
     """
     if strides is None:
         return list(levels)

@@ -16,9 +16,8 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from brickzoo._bricks import BrickInterface, BrickTrainable
-from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels
+from brickzoo.bag_of_bricks._features import BrickFeatureLevels, FeatureLevel, FeaturesArg, feature_levels
 from brickzoo.bag_of_bricks._registry import register_factory
-from brickzoo.bag_of_bricks.backbones import BrickFeatureLevels
 from brickzoo.errors import BrickDefinitionError
 
 _LEVEL_SUFFIX = re.compile(r"(?:^|/)level(\d+)$")

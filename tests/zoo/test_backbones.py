@@ -27,7 +27,7 @@ from brickzoo.bag_of_bricks.backbones import (
     check_backbone_name,
 )
 from brickzoo.bag_of_bricks.preprocessors import preprocessor_bricks
-from brickzoo.errors import BrickDefinitionError, WeightsError, ZooError
+from brickzoo.errors import BrickDefinitionError, WeightsError, WeightsNotFoundError, ZooError
 
 SIZE = 64
 
@@ -99,7 +99,7 @@ def test_timm_models(model_name: str) -> None:
 def test_timm_out_indices_subsets(indices: list[int], negative: bool, height: int) -> None:
     info = timm.create_model("resnet10t").feature_info
     asked = [i - 5 for i in indices] if negative else indices
-    brick = backbone_bricks("timm:resnet10t", out_indices=asked, features="feats")["backbone"]
+    brick = backbone_bricks("timm:resnet10t", out_indices=asked, output="feats")["backbone"]
     wanted = sorted(indices)
     assert brick.feature_levels == [
         FeatureLevel(f"feats/level{i}", int(info[i]["num_chs"]), int(info[i]["reduction"])) for i in wanted
@@ -198,25 +198,186 @@ def test_torchvision_pretrained_from_local_file(tmp_path: Path, model_name: str,
         torch.testing.assert_close(got[level.name], expected[str(i)], rtol=0, atol=0)
 
 
-def test_bad_weight_files(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match=r"not a file"):
-        backbone_bricks("torchvision:resnet18", pretrained=tmp_path / "missing.pth")
+def _timm_features(brick: Any, images: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        out = brick.eval()({"normalized": images})
+    return [out[level.name] for level in brick.feature_levels]
+
+
+def test_timm_file_with_another_classifier_loads_the_rest(tmp_path: Path) -> None:
+    # a file saved from a model fine-tuned on 7 classes: only the classifier differs, and the backbone has none
+    source = timm.create_model("resnet10t", num_classes=7)
+    _randomize_norm_stats(source)
+    path = tmp_path / "resnet10t_7_classes.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    brick = backbone_bricks("timm:resnet10t", pretrained=path, out_indices=(2,))["backbone"]
+    images = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        (expected,) = source.eval().forward_intermediates(images, indices=[2], intermediates_only=True)
+    torch.testing.assert_close(_timm_features(brick, images)[0], expected, rtol=0, atol=0)
+
+
+def test_timm_truncated_file_is_refused_without_reading_timm_logs(tmp_path: Path) -> None:
+    state = timm.create_model("resnet10t").state_dict()
+    truncated = {k: v for k, v in state.items() if not k.startswith("layer4.")}
+    path = tmp_path / "truncated.pth"
+    torch.save(truncated, path)
+    timm_logger = logging.getLogger("timm.models._builder")
+    timm_logger.disabled = True  # timm's log lines are not how a missing tensor is found
+    try:
+        with pytest.raises(WeightsError) as info:
+            backbone_bricks("timm:resnet10t", pretrained=path)
+    finally:
+        timm_logger.disabled = False
+    message = str(info.value)
+    # what torch itself reports missing (BatchNorm's num_batches_tracked has a default, so it is not)
+    missing = timm.create_model("resnet10t").load_state_dict(truncated, strict=False).missing_keys
+    assert len(missing) > 10 and all(k.startswith("layer4.") for k in missing)
+    assert f"'{path}'" in message and "timm model 'resnet10t'" in message
+    assert f"{len(missing)} tensors the backbone needs are missing from it, e.g. {missing[:5]}" in message
+    assert "not in the model" not in message and "another shape" not in message
+
+
+def test_timm_file_of_another_model_names_the_shapes(tmp_path: Path) -> None:
+    path = tmp_path / "resnet18.pth"
+    theirs = timm.create_model("resnet18").state_dict()
+    torch.save(theirs, path)
+    with pytest.raises(WeightsError) as info:
+        backbone_bricks("timm:resnet10t", pretrained=str(path))
+    message = str(info.value)
+    assert f"the weight file '{path}' does not fit timm model 'resnet10t'" in message
+    # resnet18 has a plain stem conv1 where resnet10t has a deep stem conv1.0, conv1.3, conv1.6
+    assert "missing from it, e.g. ['conv1.0.weight'" in message and "not in the model, e.g. ['conv1.weight'" in message
+    # resnet10t downsamples with average pooling then a 1x1 conv (downsample.1), resnet18 with a conv then BatchNorm
+    ours = timm.create_model("resnet10t").state_dict()
+    key = "layer2.0.downsample.1.weight"
+    assert f"{key} ({list(theirs[key].shape)} in the file, {list(ours[key].shape)} in the model)" in message
+
+
+def test_timm_brick_state_dict_is_not_a_timm_file(tmp_path: Path) -> None:
+    # the brick's own keys carry its prefixes: timm alone would load nothing of it, silently (non-strict)
+    path = tmp_path / "brick.pth"
+    torch.save(backbone_bricks("timm:resnet10t")["backbone"].state_dict(), path)
+    with pytest.raises(WeightsError) as info:
+        backbone_bricks("timm:resnet10t", pretrained=path)
+    assert "missing from it, e.g. ['conv1.0.weight'" in str(info.value)
+    assert "not in the model, e.g. ['model.model.conv1.0.weight'" in str(info.value)
+
+
+def test_timm_file_adapted_to_one_input_channel(tmp_path: Path) -> None:
+    source = timm.create_model("resnet10t")
+    path = tmp_path / "rgb.pth"
+    torch.save(source.state_dict(), path)
+    brick = backbone_bricks("timm:resnet10t", pretrained=path, out_indices=(1,), in_chans=1)["backbone"]
+    stem = dict(brick.named_parameters())["model.model.conv1.0.weight"]
+    # timm's adaptation to one channel sums the RGB filters
+    expected = source.conv1[0].weight.detach().sum(dim=1, keepdim=True)
+    torch.testing.assert_close(stem.detach(), expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        dict(brick.named_parameters())["model.model.layer1.0.conv1.weight"].detach(),
+        source.layer1[0].conv1.weight.detach(),
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_torchvision_file_with_another_classifier_loads_the_rest(tmp_path: Path) -> None:
+    source = torchvision.models.resnet18(num_classes=10)
+    _randomize_norm_stats(source)
+    path = tmp_path / "resnet18_10_classes.pth"
+    torch.save(source.state_dict(), path)
+    brick = backbone_bricks("torchvision:resnet18", pretrained=path, out_indices=(4,))["backbone"].eval()
+    reference = create_feature_extractor(source.eval(), return_nodes={"layer4": "out"})
+    images = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(brick({"normalized": images})["features/level4"], reference(images)["out"])
+
+
+def test_torchvision_files_that_do_not_fit(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pth"
     torch.save({"foo": torch.zeros(2)}, junk)
-    with pytest.raises(WeightsError, match=r"missing keys.*unexpected keys \['foo'\]"):
+    with pytest.raises(WeightsError) as info:
         backbone_bricks("torchvision:resnet18", pretrained=junk)
-    with pytest.raises(WeightsError, match=r"junk\.pth.*resnet10t.*missing from the file, e\.g\. \['conv1"):
-        backbone_bricks("timm:resnet10t", pretrained=str(junk))
-    # the brick's own state dict is not a timm model's: timm alone would load it silently (non-strict)
-    own = tmp_path / "brick.pth"
-    torch.save(backbone_bricks("timm:resnet10t")["backbone"].state_dict(), own)
-    with pytest.raises(WeightsError, match=r"brick\.pth.*missing from the file"):
-        backbone_bricks("timm:resnet10t", pretrained=own)
-    # a file of another architecture: shapes do not fit
-    other = tmp_path / "resnet18.pth"
-    torch.save(timm.create_model("resnet18").state_dict(), other)
-    with pytest.raises(WeightsError, match=r"(?s)resnet18\.pth.*RuntimeError.*size mismatch"):
-        backbone_bricks("timm:resnet10t", pretrained=other)
+    message = str(info.value)
+    assert f"the weight file '{junk}' does not fit torchvision model 'resnet18'" in message
+    assert "tensors the backbone needs are missing from it, e.g. ['conv1.weight'" in message
+    assert "1 of its tensors are not in the model, e.g. ['foo']" in message
+    other = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34().state_dict(), other)  # same shapes, more blocks
+    with pytest.raises(WeightsError, match=r"resnet34\.pth.*not in the model, e\.g\. \['layer1\.2\.conv1\.weight'"):
+        backbone_bricks("torchvision:resnet18", pretrained=other)
+
+
+# -- weight files that cannot be read -------------------------------------------------------------
+def _write_unreadable(path: Path, kind: str) -> None:
+    if kind == "garbage":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "list":
+        torch.save([torch.zeros(2)], path)
+    elif kind == "module":  # a pickled model, not its state dict: weights_only loading refuses it
+        torch.save(torch.nn.Linear(2, 2), path)
+
+
+UNREADABLE = [
+    ("garbage", ".pth", "it is not a torch.save file holding only tensors (UnpicklingError"),
+    ("text", ".pth", "it is not a torch.save file holding only tensors ("),  # the error depends on the text
+    ("empty", ".pt", "the file is empty"),
+    ("list", ".pth", "it holds a list, not a dict of named tensors"),
+    ("module", ".bin", "it is not a torch.save file holding only tensors (UnpicklingError: Weights only load failed)"),
+    ("garbage", ".safetensors", "it is not a safetensors file (SafetensorError: Error while deserializing header"),
+]
+
+
+@pytest.mark.parametrize("backbone", ["timm:resnet10t", "torchvision:resnet18"])
+@pytest.mark.parametrize(("kind", "suffix", "reason"), UNREADABLE, ids=[f"{k}{s}" for k, s, _ in UNREADABLE])
+def test_unreadable_weight_file_is_a_weights_error(
+    tmp_path: Path, backbone: str, kind: str, suffix: str, reason: str
+) -> None:
+    path = tmp_path / f"weights{suffix}"
+    _write_unreadable(path, kind)
+    with pytest.raises(WeightsError) as info:
+        backbone_bricks(backbone, pretrained=path)
+    message = str(info.value)
+    library, _, model = backbone.partition(":")
+    assert message.startswith(f"backbone_bricks('{backbone}'): cannot read the weight file '{path}': {reason}")
+    assert message.endswith(
+        f"expected a state dict of the full {library} model '{model}': a .pth/.pt/.bin file "
+        "(torch.save(model.state_dict(), path)) or a .safetensors file"
+    )
+    assert "\n" not in message and "\x1b" not in message
+
+
+def test_training_checkpoint_and_ddp_prefixes_are_read_like_timm(tmp_path: Path) -> None:
+    source = torchvision.models.resnet18()
+    _randomize_norm_stats(source)
+    wrapped = {f"module.{k}": v for k, v in source.state_dict().items()}  # saved from DistributedDataParallel
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"epoch": 3, "state_dict": wrapped, "optimizer": {"lr": torch.tensor(0.1)}}, path)
+    assert timm.models.load_state_dict(str(path)).keys() == source.state_dict().keys()  # timm reads it so
+    brick = backbone_bricks("torchvision:resnet18", pretrained=path, out_indices=[1])["backbone"].eval()
+    reference = create_feature_extractor(source.eval(), return_nodes={"layer1": "out"})
+    images = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(brick({"normalized": images})["features/level1"], reference(images)["out"])
+
+
+@pytest.mark.parametrize("backbone", ["timm:resnet10t", "torchvision:resnet18"])
+def test_missing_weight_file_and_folder(tmp_path: Path, backbone: str) -> None:
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(WeightsNotFoundError, match=r"'.*missing\.pth' does not exist") as info:
+        backbone_bricks(backbone, pretrained=missing)
+    assert isinstance(info.value, FileNotFoundError)
+    with pytest.raises(FileNotFoundError):
+        backbone_bricks(backbone, pretrained=str(missing))
+    with pytest.raises(WeightsError) as folder:
+        backbone_bricks(backbone, pretrained=tmp_path)
+    assert not isinstance(folder.value, (FileNotFoundError, NotADirectoryError))
+    assert f"pretrained='{tmp_path}' is a folder, expected a weight file" in str(folder.value)
+    assert "load_bricks" in str(folder.value)
 
 
 # -- pretrained=True without internet ---------------------------------------------------------------
@@ -308,8 +469,8 @@ def test_bad_arguments() -> None:
         backbone_bricks("timm:resnet10t", no_such_argument=1)
     with pytest.raises(BrickDefinitionError, match=r"pretrained must be True, False or the path.*got int 1"):
         backbone_bricks("timm:resnet10t", pretrained=1)  # type: ignore[arg-type]
-    with pytest.raises(BrickDefinitionError, match=r"features='./feats' must be an absolute"):
-        backbone_bricks("timm:resnet10t", features="./feats")
+    with pytest.raises(BrickDefinitionError, match=r"output='./feats' must be an absolute"):
+        backbone_bricks("timm:resnet10t", output="./feats")
 
 
 def test_model_kwargs_reach_timm() -> None:

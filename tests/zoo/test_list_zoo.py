@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import doctest
 import re
+from types import ModuleType
+from typing import Any
 
+import pytest
 import timm
+import torch
 import torchvision
 
 import brickzoo.bag_of_bricks.backbones
 import brickzoo.bag_of_bricks.necks
-import brickzoo.bag_of_bricks.preprocessors  # noqa: F401 - registers the factories listed below
-from brickzoo.bag_of_bricks._registry import KINDS, get_factory, list_factories, list_zoo
+import brickzoo.bag_of_bricks.preprocessors
+from brickzoo.bag_of_bricks import _features, _registry
+from brickzoo.bag_of_bricks._registry import KINDS, get_factory, list_factories, list_zoo, register_factory
 from brickzoo.bag_of_bricks.backbones import TORCHVISION_FAMILIES, backbone_bricks
 from brickzoo.bag_of_bricks.necks import fpn_bricks
 from brickzoo.bag_of_bricks.preprocessors import preprocessor_bricks
@@ -49,3 +55,37 @@ def test_backbone_names_list_prefixes_with_valid_examples() -> None:
             assert model in TORCHVISION_FAMILIES, model
         checked += 1
     assert checked >= 20
+
+
+def test_registering_a_name_twice_warns_and_replaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))  # leave the real registry as it was
+
+    def first(**kwargs: Any) -> dict[str, Any]:
+        """The first."""
+        return {}
+
+    def second(**kwargs: Any) -> dict[str, Any]:
+        """The second."""
+        return {}
+
+    register_factory("twice", "neck")(first)
+    with pytest.warns(UserWarning, match=r"zoo factory 'twice' is registered twice"):
+        register_factory("twice", "neck")(second)
+    assert get_factory("twice").factory is second and get_factory("twice").summary == "The second."
+    assert list_zoo()["necks"] == ["fpn", "twice"]
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        brickzoo.bag_of_bricks.backbones,
+        brickzoo.bag_of_bricks.preprocessors,
+        brickzoo.bag_of_bricks.necks,
+        _features,
+        _registry,
+    ],
+    ids=lambda m: m.__name__.rpartition(".")[2],
+)
+def test_docstring_examples_run(module: ModuleType) -> None:
+    result = doctest.testmod(module, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import typing
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,15 @@ import torch
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from brickzoo import BrickCollection, BrickTrainable, check_onnx_parity, export_bricks_as_onnx
-from brickzoo.bag_of_bricks._features import FeatureLevel, feature_levels
-from brickzoo.bag_of_bricks.backbones import backbone_bricks
+from brickzoo import BrickCollection, BrickInterface, BrickTrainable, check_onnx_parity, export_bricks_as_onnx
+from brickzoo.bag_of_bricks._features import (
+    BrickFeatureLevels,
+    FeatureLevel,
+    FeaturesArg,
+    HasFeatureLevels,
+    feature_levels,
+)
+from brickzoo.bag_of_bricks.backbones import BrickBackbone, BrickBackboneNotTrainable, backbone_bricks
 from brickzoo.bag_of_bricks.necks import BrickNeck, fpn_bricks
 from brickzoo.bag_of_bricks.preprocessors import preprocessor_bricks
 from brickzoo.errors import BrickDefinitionError
@@ -119,3 +127,30 @@ def test_onnx_export_of_preprocessor_backbone_and_fpn(tmp_path: Path) -> None:
     assert sorted(report.max_abs_diff) == sorted(expected)
     assert report.batch_size == 3
     assert report.worst < 1e-4, str(report)
+
+
+def test_feature_level_bricks_share_one_base_and_every_form_of_features_is_accepted(bb_backbone: dict) -> None:
+    neck = fpn_bricks(bb_backbone, out_channels=8, levels=[3, 4])
+    for brick_class in (BrickBackbone, BrickBackboneNotTrainable, BrickNeck):
+        assert issubclass(brick_class, BrickFeatureLevels)
+    levels = bb_backbone["backbone"].feature_levels
+    # the forms FeaturesArg names: the factories' dict, a brick, a list of levels, one level, a name
+    for features in (bb_backbone, bb_backbone["backbone"], levels, tuple(levels)):
+        assert fpn_bricks(features, out_channels=8)["fpn"].input_names == [f.name for f in levels]
+    assert fpn_bricks(levels[2], out_channels=8)["fpn"].input_names == ["features/level2"]
+    assert feature_levels("x", in_channels=5) == [FeatureLevel("x", 5, 0)]
+    assert feature_levels(neck) == feature_levels(neck["fpn"]) == neck["fpn"].feature_levels
+
+
+def test_features_arg_is_a_closed_union_that_mypy_can_check() -> None:
+    # no Any among the forms, so mypy rejects features=3 in the factories
+    assert set(typing.get_args(FeaturesArg)) == {
+        str,
+        FeatureLevel,
+        Sequence[FeatureLevel],
+        HasFeatureLevels,
+        Mapping[str, BrickInterface],
+    }
+    assert typing.Any not in typing.get_args(FeaturesArg)
+    with pytest.raises(BrickDefinitionError, match=r"features must be a tensor name.*got int"):
+        fpn_bricks(3)  # type: ignore[arg-type]
