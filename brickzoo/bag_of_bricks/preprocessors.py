@@ -11,15 +11,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from brickzoo._bricks import BrickInterface, BrickNotTrainable
 from brickzoo.bag_of_bricks._checks import check_images
 from brickzoo.bag_of_bricks._registry import register_factory
+from brickzoo.bag_of_bricks.backbones import backbone_data_config
 from brickzoo.errors import BrickDefinitionError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Preprocessor(nn.Module):
@@ -28,8 +27,8 @@ class Preprocessor(nn.Module):
     uint8 images are first scaled to [0, 1]; float images are taken to be in [0, 1] already.
 
     Args:
-        mean: per-channel mean.
-        std: per-channel standard deviation (all > 0).
+        mean: per-channel mean (ImageNet's by default, ``timm.data.IMAGENET_DEFAULT_MEAN``).
+        std: per-channel standard deviation, all > 0 (``timm.data.IMAGENET_DEFAULT_STD`` by default).
         size: ``(H, W)`` to resize to (bilinear, ``align_corners=False``), or None to keep the size.
 
     Shape:
@@ -48,8 +47,8 @@ class Preprocessor(nn.Module):
 
     def __init__(
         self,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+        std: Sequence[float] = IMAGENET_DEFAULT_STD,
         size: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
@@ -79,10 +78,8 @@ class Preprocessor(nn.Module):
 def _data_config_of(backbone: Any) -> dict[str, Any]:
     """The data config of a backbone given as a name, a brick with ``data_config`` or a dict holding one."""
     if backbone is None:
-        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        return {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
     if isinstance(backbone, str):
-        from brickzoo.bag_of_bricks.backbones import backbone_data_config
-
         return backbone_data_config(backbone)
     config = getattr(backbone, "data_config", None)
     if isinstance(config, Mapping):

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from brickzoo import MODEL, BrickCollection, BrickNotTrainable, check_onnx_parity, export_bricks_as_onnx
-from brickzoo.bag_of_bricks.backbones import backbone_bricks
+from brickzoo.bag_of_bricks.backbones import backbone_bricks, backbone_data_config
 from brickzoo.bag_of_bricks.preprocessors import Preprocessor, preprocessor_bricks
 from brickzoo.errors import BrickDefinitionError, BrickInputError, BrickzooError, ZooError
 
@@ -57,6 +58,16 @@ def test_statistics_from_backbone_bricks_and_explicit_values() -> None:
     assert _statistics(preprocessor_bricks("torchvision:resnet18")) == (_approx(IMAGENET[0]), _approx(IMAGENET[1]))
     mean, std = _statistics(preprocessor_bricks("timm:vit_tiny_patch16_224", std=(0.25, 0.5, 1.0)))
     assert mean == _approx((0.5, 0.5, 0.5)) and std == _approx((0.25, 0.5, 1.0))
+
+
+def test_torchvision_model_without_weights_gets_imagenet_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_weights(name: str) -> None:
+        raise ValueError(f"no weights for {name}")
+
+    monkeypatch.setattr(torchvision.models, "get_model_weights", no_weights)
+    config = backbone_data_config("torchvision:resnet18")
+    assert config == {"mean": _approx(IMAGENET[0]), "std": _approx(IMAGENET[1]), "input_size": (3, 224, 224)}
+    assert _statistics(preprocessor_bricks("torchvision:resnet18")) == (_approx(IMAGENET[0]), _approx(IMAGENET[1]))
 
 
 def test_default_preprocessor_is_unchanged() -> None:
