@@ -123,10 +123,14 @@ def feature_levels(
             f"{owner}: expected a dict holding one brick with feature_levels (from backbone_bricks or fpn_bricks), "
             f"got a dict with keys {sorted(features)} and {len(found)} such bricks"
         )
-    # (no str comes here, but without `not str` mypy narrows the HasFeatureLevels protocol by Sequence to str)
-    if isinstance(features, Sequence) and not isinstance(features, str):
-        if features and all(isinstance(f, FeatureLevel) for f in features):
-            return list(features)
+    # no str comes here, but without `not str` mypy narrows the HasFeatureLevels protocol by Sequence to str
+    if (
+        isinstance(features, Sequence)
+        and not isinstance(features, str)
+        and features
+        and all(isinstance(f, FeatureLevel) for f in features)
+    ):
+        return list(features)
     raise BrickDefinitionError(
         f"{owner}: features must be a tensor name, a FeatureLevel, a list of them or the bricks of "
         f"backbone_bricks/fpn_bricks; got {type(features).__name__}"
