@@ -17,7 +17,7 @@ from brickzoo._bricks import (
     BrickTrainable,
 )
 from brickzoo._collection import BrickCollection
-from brickzoo._export import ParityReport, check_onnx_parity, export_bricks_as_onnx
+from brickzoo._export import ParityReport, check_onnx_parity, export_bricks_as_onnx, read_onnx_metadata
 from brickzoo._groups import LOSS, METRIC, MODEL, VISUALIZATION, Stage
 from brickzoo._mermaid import create_mermaid_dag_graph
 from brickzoo._weights import LoadReport, load_bricks, save_bricks
@@ -29,6 +29,8 @@ from brickzoo.errors import (
     BrickzooError,
     MissingInputsError,
     WeightsError,
+    WeightsNotADirectoryError,
+    WeightsNotFoundError,
 )
 
 __version__ = "0.1.0"
@@ -57,10 +59,13 @@ __all__ = [
     "ParityReport",
     "Stage",
     "WeightsError",
+    "WeightsNotADirectoryError",
+    "WeightsNotFoundError",
     "__version__",
     "check_onnx_parity",
     "create_mermaid_dag_graph",
     "export_bricks_as_onnx",
     "load_bricks",
+    "read_onnx_metadata",
     "save_bricks",
 ]
