@@ -56,79 +56,27 @@ class TrainConfig:
 
     # -- run ------------------------------------------------------------------------------------
     device: str = "auto"  # "auto" (cuda when available) | "cpu" | "cuda"
-    seed: int = 0  # seeds torch/numpy/python at the start and the data order of every epoch
+    seed: int = 0  # seeds a zoo recipe's initial weights, torch/numpy/python at the start, each epoch's data order
     log_every: int = 10  # steps between progress-bar updates (each costs a device sync)
     checkpoint_every_epochs: int = 1  # 0: only the final checkpoint (needs a run_dir)
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1])) if _pair(self.betas) else self.betas
-        self.loss_weights = dict(self.loss_weights)
-        self.lr_multipliers = dict(self.lr_multipliers)
-        self.freeze = [self.freeze] if isinstance(self.freeze, str) else list(self.freeze)
-        problems = self._problems()
+        for name, value in _normalised(vars(self)).items():
+            setattr(self, name, value)
+        problems = _value_problems(vars(self))
         if problems:
             raise ConfigError("TrainConfig: " + "; ".join(problems))
 
-    def _problems(self) -> list[str]:
-        problems: list[str] = []
+    @classmethod
+    def value_problems(cls, values: Mapping[str, Any]) -> list[str]:
+        """Every problem of the settings ``values`` (known field names; the others default), without raising.
 
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
-
-        check(_int(self.epochs) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
-        check(
-            self.steps_per_epoch is None or (_int(self.steps_per_epoch) and self.steps_per_epoch >= 1),
-            f"steps_per_epoch must be None or an integer >= 1, got {self.steps_per_epoch!r}",
-        )
-        check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
-        check(_number(self.lr) and self.lr > 0, f"lr must be a number > 0, got {self.lr!r}")
-        check(
-            _number(self.min_lr) and 0 <= self.min_lr <= (self.lr if _number(self.lr) else math.inf),
-            f"min_lr must be a number in [0, lr={self.lr!r}], got {self.min_lr!r}",
-        )
-        check(
-            _number(self.weight_decay) and self.weight_decay >= 0,
-            f"weight_decay must be >= 0, got {self.weight_decay!r}",
-        )
-        check(_number(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
-        check(
-            _pair(self.betas) and all(0 <= b < 1 for b in self.betas),
-            f"betas must be two numbers in [0, 1), got {self.betas!r}",
-        )
-        check(
-            _int(self.warmup_steps) and self.warmup_steps >= 0,
-            f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}",
-        )
-        check(
-            _number(self.warmup_fraction) and 0 <= self.warmup_fraction < 1,
-            f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}",
-        )
-        if self.warmup_steps and self.warmup_fraction:
-            problems.append(
-                f"give warmup_steps ({self.warmup_steps}) or warmup_fraction ({self.warmup_fraction}), not both"
-            )
-        check(
-            self.grad_clip_norm is None or (_number(self.grad_clip_norm) and self.grad_clip_norm > 0),
-            f"grad_clip_norm must be None or a number > 0, got {self.grad_clip_norm!r}",
-        )
-        check(self.amp in AMP_MODES, f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
-        check(self.device in DEVICES, f"device must be one of {list(DEVICES)}, got {self.device!r}")
-        check(_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
-        check(
-            _int(self.log_every) and self.log_every >= 1, f"log_every must be an integer >= 1, got {self.log_every!r}"
-        )
-        check(
-            _int(self.checkpoint_every_epochs) and self.checkpoint_every_epochs >= 0,
-            f"checkpoint_every_epochs must be an integer >= 0, got {self.checkpoint_every_epochs!r}",
-        )
-        bad = {k: v for k, v in self.loss_weights.items() if not isinstance(k, str) or not _number(v) or v < 0}
-        check(not bad, f"loss_weights must map loss names to numbers >= 0, got {bad}")
-        bad = {k: v for k, v in self.lr_multipliers.items() if not isinstance(k, str) or not _number(v) or v < 0}
-        check(not bad, f"lr_multipliers must map brick path patterns to numbers >= 0, got {bad}")
-        bad_patterns = [p for p in self.freeze if not isinstance(p, str) or not p]
-        check(not bad_patterns, f"freeze must be a list of brick path patterns, got {self.freeze!r}")
-        return problems
+        Example:
+            >>> TrainConfig.value_problems({"epochs": 0, "lr": 1e-3})
+            ['epochs must be an integer >= 1, got 0']
+        """
+        defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+        return _value_problems({**defaults, **_normalised(values)})
 
     # -- conversion ---------------------------------------------------------------------------------
     @classmethod
@@ -142,10 +90,7 @@ class TrainConfig:
                 close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ConfigError(f"TrainConfig: unknown keys {', '.join(hints)}; expected some of {known}")
-        data = dict(values)
-        if "betas" in data and isinstance(data["betas"], list):
-            data["betas"] = tuple(data["betas"])
-        return cls(**data)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -164,3 +109,77 @@ def _number(value: object) -> bool:
 
 def _pair(value: object) -> bool:
     return isinstance(value, (tuple, list)) and len(value) == 2 and all(_number(v) for v in value)
+
+
+def _normalised(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values as the fields hold them: ``betas`` a tuple, ``freeze`` a list, mappings copied (others as given)."""
+    data = dict(values)
+    if _pair(data.get("betas")):
+        data["betas"] = (float(data["betas"][0]), float(data["betas"][1]))
+    for key in ("loss_weights", "lr_multipliers"):
+        if isinstance(data.get(key), Mapping):
+            data[key] = dict(data[key])
+    freeze = data.get("freeze")
+    if isinstance(freeze, str):
+        data["freeze"] = [freeze]
+    elif isinstance(freeze, (list, tuple)):
+        data["freeze"] = list(freeze)
+    return data
+
+
+def _value_problems(v: Mapping[str, Any]) -> list[str]:
+    """The problems of a full set of :class:`TrainConfig` values, one message each."""
+    problems: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    check(_int(v["epochs"]) and v["epochs"] >= 1, f"epochs must be an integer >= 1, got {v['epochs']!r}")
+    steps = v["steps_per_epoch"]
+    check(
+        steps is None or (_int(steps) and steps >= 1), f"steps_per_epoch must be None or an integer >= 1, got {steps!r}"
+    )
+    check(v["optimizer"] in OPTIMIZERS, f"optimizer must be one of {list(OPTIMIZERS)}, got {v['optimizer']!r}")
+    check(_number(v["lr"]) and v["lr"] > 0, f"lr must be a number > 0, got {v['lr']!r}")
+    check(
+        _number(v["min_lr"]) and 0 <= v["min_lr"] <= (v["lr"] if _number(v["lr"]) else math.inf),
+        f"min_lr must be a number in [0, lr={v['lr']!r}], got {v['min_lr']!r}",
+    )
+    check(
+        _number(v["weight_decay"]) and v["weight_decay"] >= 0, f"weight_decay must be >= 0, got {v['weight_decay']!r}"
+    )
+    check(_number(v["momentum"]) and 0 <= v["momentum"] < 1, f"momentum must be in [0, 1), got {v['momentum']!r}")
+    check(
+        _pair(v["betas"]) and all(0 <= b < 1 for b in v["betas"]),
+        f"betas must be two numbers in [0, 1), got {v['betas']!r}",
+    )
+    warmup, fraction = v["warmup_steps"], v["warmup_fraction"]
+    check(_int(warmup) and warmup >= 0, f"warmup_steps must be an integer >= 0, got {warmup!r}")
+    check(_number(fraction) and 0 <= fraction < 1, f"warmup_fraction must be in [0, 1), got {fraction!r}")
+    check(not (warmup and fraction), f"give warmup_steps ({warmup}) or warmup_fraction ({fraction}), not both")
+    clip = v["grad_clip_norm"]
+    check(clip is None or (_number(clip) and clip > 0), f"grad_clip_norm must be None or a number > 0, got {clip!r}")
+    check(v["amp"] in AMP_MODES, f"amp must be one of {list(AMP_MODES)}, got {v['amp']!r}")
+    check(v["device"] in DEVICES, f"device must be one of {list(DEVICES)}, got {v['device']!r}")
+    check(_int(v["seed"]) and v["seed"] >= 0, f"seed must be an integer >= 0, got {v['seed']!r}")
+    check(_int(v["log_every"]) and v["log_every"] >= 1, f"log_every must be an integer >= 1, got {v['log_every']!r}")
+    every = v["checkpoint_every_epochs"]
+    check(_int(every) and every >= 0, f"checkpoint_every_epochs must be an integer >= 0, got {every!r}")
+    for key, what in (("loss_weights", "loss names"), ("lr_multipliers", "brick path patterns")):
+        bad = _bad_weights(v[key])
+        check(bad is None, f"{key} must map {what} to numbers >= 0, got {bad}")
+    freeze = v["freeze"]
+    check(
+        isinstance(freeze, list) and all(isinstance(p, str) and p for p in freeze),
+        f"freeze must be a list of brick path patterns, got {freeze!r}",
+    )
+    return problems
+
+
+def _bad_weights(value: object) -> str | None:
+    """What is wrong in a ``{name: number >= 0}`` mapping (its bad entries, or the whole value), None if nothing."""
+    if not isinstance(value, dict):
+        return f"{type(value).__name__} {value!r}"
+    bad = {k: w for k, w in value.items() if not isinstance(k, str) or not _number(w) or w < 0}
+    return repr(bad) if bad else None

@@ -10,16 +10,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import inspect
-import types
-import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from brickzoo.errors import ConfigError
+from brickzoo.zoo._datasets import dataset_entries, dataset_problems
+from brickzoo.zoo._validate import Problems, check_arguments, section, type_name, value_matches
 
 CONFIG_DIR_NAME = "zoo_configs"
 
@@ -39,12 +38,12 @@ SECTIONS: dict[str, tuple[bool, str]] = {  # name -> (required, what it holds)
     "export": (False, "ONNX export settings"),
 }
 MODEL_KEYS = {"preprocessor", "backbone", "neck", "heads"}
-DATA_KEYS = {"dataset", "args", "train", "val", "test", "batch_size", "eval_batch_size", "num_workers"}
+DATA_KEYS = {"dataset", "args", "train", "val", "test", "batch_size", "eval_batch_size", "num_workers", "drop_last"}
 EXPORT_KEYS: dict[str, Any] = {"enabled": bool, "batch_size": int, "check_batch_size": int, "opset_version": int | None}
 # arguments the recipe passes itself; a config may not set them
 WIRED_ARGUMENTS = {
     "preprocessor": {"backbone", "images", "normalized"},
-    "backbone": {"images", "features"},
+    "backbone": {"images", "output"},
     "neck": {"features"},
     "head": {"features"},
 }
@@ -139,196 +138,99 @@ def apply_overrides(config: dict[str, Any], overrides: Iterable[str]) -> dict[st
 
 
 # -- validation ------------------------------------------------------------------------------------
-class Problems:
-    """Collects every problem of a config with its key path."""
-
-    def __init__(self, origin: str) -> None:
-        self.origin = origin
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-    def unknown_keys(self, path: str, given: Mapping[str, Any], known: Iterable[str]) -> None:
-        known = sorted(known)
-        for key in given:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=2, cutoff=0.7)
-                hint = f"did you mean {close}?" if close else f"expected one of {known}"
-                self.add(f"{path}.{key}" if path else str(key), f"unknown key; {hint}")
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            count = len(self.items)
-            raise ConfigError(
-                f"{self.origin}: {count} problem{'s' * (count > 1)} in the config:\n  " + "\n  ".join(self.items)
-            )
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def value_matches(value: Any, hint: Any) -> bool:
-    """Whether a YAML value fits a type hint; hints it cannot judge count as a match."""
-    if hint is Any or hint is inspect.Parameter.empty:
-        return True
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(value_matches(value, a) for a in args)
-    if origin is typing.Literal:
-        return value in args
-    if hint is type(None) or hint is None:
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin in (list, tuple, Sequence, typing.Sequence) or hint in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(value_matches(v, a) for v, a in zip(value, args, strict=True))
-        item = args[0] if args else Any
-        return all(value_matches(v, item) for v in value)
-    if origin in (dict, Mapping) or hint in (dict,):
-        return isinstance(value, dict)
-    if isinstance(hint, type) and hint.__module__ == "pathlib":
-        return isinstance(value, str)
-    return True
-
-
-def check_arguments(
-    problems: Problems, path: str, fn: Callable[..., Any], arguments: Mapping[str, Any], wired: set[str]
-) -> None:
-    """Bind ``arguments`` to ``fn``'s signature and check their types, adding every problem."""
-    signature = inspect.signature(fn)
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable annotations: check names only
-        hints = {}
-    parameters = signature.parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    named = [n for n, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"]
-    for key, value in arguments.items():
-        if key in wired:
-            problems.add(f"{path}.{key}", "is set by the recipe itself and cannot be given here")
-        elif key not in parameters:
-            if not takes_kwargs:
-                close = difflib.get_close_matches(key, named, n=2, cutoff=0.7)
-                hint = f"did you mean {close}?" if close else f"expected one of {sorted(named)}"
-                problems.add(f"{path}.{key}", f"unknown argument of {fn.__qualname__}; {hint}")
-        elif key in hints and not value_matches(value, hints[key]):
-            problems.add(
-                f"{path}.{key}",
-                f"expected {_type_name(hints[key])}, got {type(value).__name__} {value!r}",
-            )
-    for name, parameter in parameters.items():
-        if (
-            parameter.default is inspect.Parameter.empty
-            and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
-            and name not in arguments
-            and name not in wired
-            and name != "self"
-        ):
-            problems.add(f"{path}.{name}", f"missing; {fn.__qualname__} needs it")
-
-
-def section(problems: Problems, config: Mapping[str, Any], key: str, required: bool) -> dict[str, Any]:
-    value = config.get(key)
-    if value is None:
-        if required:
-            problems.add(key, "missing section")
-        return {}
-    if not isinstance(value, dict):
-        problems.add(key, f"expected a mapping, got {type(value).__name__} {value!r}")
-        return {}
-    return value
-
-
 def validate_config(config: Mapping[str, Any], origin: str = "<config>") -> None:
     """Check a whole config without building anything; raise one ConfigError listing every problem."""
-    from brickzoo.bag_of_bricks._registry import get_factory, list_factories
-    from brickzoo.training import TrainConfig
-    from brickzoo.zoo._datasets import dataset_entries, dataset_problems
-
     problems = Problems(origin)
     problems.unknown_keys("", config, SECTIONS)
     for key in ("name", "description"):
         if key in config and not isinstance(config[key], str):
             problems.add(key, f"expected a string, got {type(config[key]).__name__}")
+    tasks_needed = _check_model(problems, section(problems, config, "model", required=True))
+    _check_data(problems, section(problems, config, "data", required=True), tasks_needed)
+    _check_train(problems, section(problems, config, "train", required=False))
+    export = section(problems, config, "export", required=False)
+    problems.unknown_keys("export", export, EXPORT_KEYS)
+    for key, hint in EXPORT_KEYS.items():
+        if key in export and not value_matches(export[key], hint):
+            problems.add(f"export.{key}", f"expected {type_name(hint)}, got {export[key]!r}")
+    problems.raise_if_any()
 
-    model = section(problems, config, "model", required=True)
+
+def _registered(problems: Problems, path: str, name: Any, kind: str) -> Any:
+    """The factory registered as ``name`` among the ``kind`` factories; None (and a problem) if there is none."""
+    from brickzoo.bag_of_bricks._registry import get_factory, list_factories  # imports timm: only when validating
+
+    names = [e.name for e in list_factories(kind)]
+    if not isinstance(name, str) or name not in names:
+        close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+        problems.add(path, f"unknown {kind} {name!r}; " + (f"did you mean {close}?" if close else f"known: {names}"))
+        return None
+    return get_factory(name).factory
+
+
+def _check_factory_section(problems: Problems, key: str, settings: Any, default_factory: str) -> None:
+    """``model.<key>``: a mapping whose optional ``factory`` is a registered ``key`` factory."""
+    if not isinstance(settings, dict):
+        problems.add(f"model.{key}", f"expected a mapping, got {type(settings).__name__}")
+        return
+    factory = _registered(problems, f"model.{key}.factory", settings.get("factory", default_factory), key)
+    if factory:
+        args = {k: v for k, v in settings.items() if k != "factory"}
+        check_arguments(problems, f"model.{key}", factory, args, WIRED_ARGUMENTS[key])
+
+
+def _check_model(problems: Problems, model: Mapping[str, Any]) -> dict[str, str]:
+    """Check the ``model`` section; returns ``{head name: task}`` of the heads whose task is known."""
     problems.unknown_keys("model", model, MODEL_KEYS)
-
-    def registered(path: str, name: Any, kind: str) -> Any:
-        names = [e.name for e in list_factories(kind)]
-        if not isinstance(name, str) or name not in names:
-            close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
-            problems.add(
-                path, f"unknown {kind} {name!r}; " + (f"did you mean {close}?" if close else f"known: {names}")
-            )
-            return None
-        return get_factory(name).factory
-
-    def factory_section(key: str, settings: Any, default_factory: str) -> None:
-        """``model.<key>``: a mapping whose optional ``factory`` is a registered ``key`` factory."""
-        if not isinstance(settings, dict):
-            problems.add(f"model.{key}", f"expected a mapping, got {type(settings).__name__}")
-            return
-        factory = registered(f"model.{key}.factory", settings.get("factory", default_factory), key)
-        if factory:
-            args = {k: v for k, v in settings.items() if k != "factory"}
-            check_arguments(problems, f"model.{key}", factory, args, WIRED_ARGUMENTS[key])
-
-    factory_section("preprocessor", model.get("preprocessor") or {}, "preprocessor")
-
+    _check_factory_section(problems, "preprocessor", model.get("preprocessor") or {}, "preprocessor")
     backbone = model.get("backbone")
     if not isinstance(backbone, dict) or "name" not in backbone:
         problems.add("model.backbone", "missing or not a mapping with a 'name' (e.g. name: timm:resnet10t)")
     else:
-        factory = registered("model.backbone.factory", backbone.get("factory", "backbone"), "backbone")
+        factory = _registered(problems, "model.backbone.factory", backbone.get("factory", "backbone"), "backbone")
         if factory:
             args = {k: v for k, v in backbone.items() if k != "factory"}
             check_arguments(problems, "model.backbone", factory, args, WIRED_ARGUMENTS["backbone"])
             _check_backbone_name(problems, backbone["name"])
-
     neck = model.get("neck")
     if neck is not None:
-        factory_section("neck", neck, "fpn")
-
+        _check_factory_section(problems, "neck", neck, "fpn")
     heads = model.get("heads")
     if not isinstance(heads, dict) or not heads:
         problems.add("model.heads", "expected a mapping of at least one head name to its settings")
         heads = {}
     tasks_needed: dict[str, str] = {}
     for head_name, head in heads.items():
-        path = f"model.heads.{head_name}"
-        if not isinstance(head, dict):
-            problems.add(path, f"expected a mapping with a 'factory', got {type(head).__name__}")
-            continue
-        factory = registered(f"{path}.factory", head.get("factory"), "head")
-        source = head.get("features", "neck" if neck is not None else "backbone")
-        if source not in ("backbone", "neck") or (source == "neck" and neck is None):
-            problems.add(f"{path}.features", f"expected 'backbone' or 'neck' (when a neck is set), got {source!r}")
-        if factory:
-            task = HEAD_TASKS.get(head["factory"])
-            if task:
-                tasks_needed[head_name] = task
-            args = {k: v for k, v in head.items() if k not in ("factory", "features")}
-            automatic = {key for key in ("num_classes", "class_names") if args.get(key, "auto") == "auto"}
-            for key in automatic:
-                args.pop(key, None)
-            check_arguments(problems, path, factory, args, WIRED_ARGUMENTS["head"] | automatic)
-            if "num_classes" not in head and task is None:
-                problems.add(f"{path}.num_classes", "missing; this head's task is unknown, so it cannot be 'auto'")
+        task = _check_head(problems, f"model.heads.{head_name}", head, has_neck=neck is not None)
+        if task:
+            tasks_needed[head_name] = task
+    return tasks_needed
 
-    data = section(problems, config, "data", required=True)
+
+def _check_head(problems: Problems, path: str, head: Any, has_neck: bool) -> str | None:
+    """Check one ``model.heads.<name>`` section; returns the task of its factory, if known."""
+    if not isinstance(head, dict):
+        problems.add(path, f"expected a mapping with a 'factory', got {type(head).__name__}")
+        return None
+    factory = _registered(problems, f"{path}.factory", head.get("factory"), "head")
+    source = head.get("features", "neck" if has_neck else "backbone")
+    if source not in ("backbone", "neck") or (source == "neck" and not has_neck):
+        problems.add(f"{path}.features", f"expected 'backbone' or 'neck' (when a neck is set), got {source!r}")
+    if not factory:
+        return None
+    task = HEAD_TASKS.get(head["factory"])
+    args = {k: v for k, v in head.items() if k not in ("factory", "features")}
+    automatic = {key for key in ("num_classes", "class_names") if args.get(key, "auto") == "auto"}
+    for key in automatic:
+        args.pop(key, None)
+    check_arguments(problems, path, factory, args, WIRED_ARGUMENTS["head"] | automatic)
+    if "num_classes" not in head and task is None:
+        problems.add(f"{path}.num_classes", "missing; this head's task is unknown, so it cannot be 'auto'")
+    return task
+
+
+def _check_data(problems: Problems, data: Mapping[str, Any], tasks_needed: Mapping[str, str]) -> None:
+    """Check the ``data`` section: the dataset and its splits, the loader settings."""
     problems.unknown_keys("data", data, DATA_KEYS)
     dataset = data.get("dataset")
     known_datasets = sorted(dataset_entries())
@@ -339,31 +241,27 @@ def validate_config(config: Mapping[str, Any], origin: str = "<config>") -> None
             f"unknown dataset {dataset!r}; " + (f"did you mean {close}?" if close else f"known: {known_datasets}"),
         )
     else:
-        for path, message in dataset_problems(dataset, data, tasks_needed):
-            problems.add(path, message)
+        dataset_problems(problems, dataset, data, tasks_needed)
     for key in ("batch_size", "eval_batch_size", "num_workers"):
         value = data.get(key)
         if value is not None and (
             not isinstance(value, int) or isinstance(value, bool) or value < (key != "num_workers")
         ):
             problems.add(f"data.{key}", f"expected an integer >= {int(key != 'num_workers')}, got {value!r}")
+    if "drop_last" in data and not isinstance(data["drop_last"], bool):
+        problems.add(
+            "data.drop_last", f"expected true or false, got {type(data['drop_last']).__name__} {data['drop_last']!r}"
+        )
 
-    train = section(problems, config, "train", required=False)
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+def _check_train(problems: Problems, train: Mapping[str, Any]) -> None:
+    """Check the ``train`` section against the fields of :class:`~brickzoo.training.TrainConfig`."""
+    from brickzoo.training import TrainConfig
+
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
     problems.unknown_keys("train", train, fields)
-    known_train = {k: v for k, v in train.items() if k in fields}
-    try:
-        TrainConfig.from_dict(known_train)
-    except ConfigError as exc:
-        for part in str(exc).removeprefix("TrainConfig: ").split("; "):
-            problems.add("train", part)
-
-    export = section(problems, config, "export", required=False)
-    problems.unknown_keys("export", export, EXPORT_KEYS)
-    for key, hint in EXPORT_KEYS.items():
-        if key in export and not value_matches(export[key], hint):
-            problems.add(f"export.{key}", f"expected {_type_name(hint)}, got {export[key]!r}")
-    problems.raise_if_any()
+    for message in TrainConfig.value_problems({k: v for k, v in train.items() if k in fields}):
+        problems.add("train", message)
 
 
 def _check_backbone_name(problems: Problems, name: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from brickzoo.errors import ConfigError
+from brickzoo.zoo._validate import Problems, check_arguments
 
 SPLITS = ("train", "val", "test")
 
@@ -38,6 +39,8 @@ def dataset_entries() -> dict[str, DatasetEntry]:
         ImageFolderDataset,
         SegmentationFolderDataset,
         ShapesDataset,
+        VocDetectionDataset,
+        YoloDetectionDataset,
     )
 
     return {
@@ -45,6 +48,8 @@ def dataset_entries() -> dict[str, DatasetEntry]:
         "digits": DatasetEntry(DigitsDataset, "split", ("classification",)),
         "image_folder": DatasetEntry(ImageFolderDataset, None, ("classification",)),
         "coco": DatasetEntry(CocoDetectionDataset, None, ("detection",)),
+        "yolo": DatasetEntry(YoloDetectionDataset, None, ("detection",)),
+        "voc": DatasetEntry(VocDetectionDataset, None, ("detection",)),
         "segmentation_folder": DatasetEntry(SegmentationFolderDataset, None, ("segmentation",)),
     }
 
@@ -61,28 +66,31 @@ def split_arguments(name: str, data: Mapping[str, Any], split: str) -> dict[str,
     return arguments
 
 
-def dataset_problems(name: str, data: Mapping[str, Any], tasks_needed: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Everything wrong with the data section of a config, as ``(key path, message)``."""
-    from brickzoo.zoo._config import Problems, check_arguments
+def dataset_problems(problems: Problems, name: str, data: Mapping[str, Any], tasks_needed: Mapping[str, str]) -> None:
+    """Add everything wrong with the ``data`` section of a config to ``problems``.
 
+    Args:
+        problems: where the problems go, each with its key path.
+        name: the dataset's registered name (known to :func:`dataset_entries`).
+        data: the ``data`` section.
+        tasks_needed: ``{head name: task}`` of the heads whose targets the dataset must carry.
+    """
     entry = dataset_entries()[name]
-    collected = Problems("")
     for key in ("args", *SPLITS):
         if key in data and not isinstance(data[key], dict):
-            collected.add(f"data.{key}", f"expected a mapping of {entry.factory.__name__} arguments, got {data[key]!r}")
-    if not any(isinstance(data.get(k), dict) for k in ("train",)) and not entry.split_argument:
-        collected.add("data.train", f"missing; give the {entry.factory.__name__} arguments of the training split")
+            problems.add(f"data.{key}", f"expected a mapping of {entry.factory.__name__} arguments, got {data[key]!r}")
+    if not isinstance(data.get("train"), dict) and not entry.split_argument:
+        problems.add("data.train", f"missing; give the {entry.factory.__name__} arguments of the training split")
     for split in SPLITS:
         arguments = split_arguments(name, data, split) if isinstance(data.get(split, {}), dict) else None
         if arguments is not None and isinstance(data.get("args", {}), dict):
-            check_arguments(collected, f"data.{split}", entry.factory, arguments, set())
+            check_arguments(problems, f"data.{split}", entry.factory, arguments, set())
     for head, task in tasks_needed.items():
         if task not in entry.tasks:
-            collected.add(
+            problems.add(
                 f"model.heads.{head}",
                 f"a {task} head needs {task} targets, but dataset {name!r} has only {list(entry.tasks)}",
             )
-    return [tuple(item.split(": ", 1)) for item in collected.items]  # type: ignore[misc]
 
 
 def build_datasets(name: str, data: Mapping[str, Any]) -> dict[str, Dataset[Any]]:
