@@ -23,19 +23,29 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from brickzoo._collection import BrickCollection
 from brickzoo._groups import LOSS, METRIC, MODEL, Stage
-from brickzoo._names import resolve_name
-from brickzoo.errors import BrickDefinitionError, BrickInputError, BrickOutputError, MissingInputsError, WeightsError
+from brickzoo.errors import BrickDefinitionError, DataError, WeightsError
+from brickzoo.training._step import (
+    TOTAL_LOSS,
+    batch_size,
+    check_loss_names,
+    check_losses,
+    require_named_batch,
+    total_loss,
+)
 
 __all__ = ["STAGE_PREFIXES", "BrickLightningModule", "load_collection_from_lightning_checkpoint"]
 
@@ -47,7 +57,26 @@ STAGE_PREFIXES: dict[Stage, str] = {Stage.TRAIN: "train", Stage.VALIDATION: "val
 
 _METRIC_STAGES = tuple(STAGE_PREFIXES)
 _CHECKPOINT_PREFIX = "collection."
-_TOTAL_LOSS = "loss"
+
+
+def _rebuild_generator(device: str, state: bytes) -> torch.Generator:
+    generator = torch.Generator(device)
+    generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    return generator
+
+
+def _reduce_generator(generator: torch.Generator) -> tuple[Any, tuple[str, bytes]]:
+    """Hand a ``torch.Generator`` to another process by value (its state as bytes).
+
+    torch's own reduction pickles a temporary state tensor; under ``strategy="ddp_spawn"`` that
+    tensor goes through shared memory and its file descriptor is closed before the new process
+    starts ("bad value(s) in fds_to_keep"). Seeded DataLoaders (``brickzoo.data.make_loader``)
+    hold a generator, so without this they cannot be sent to spawned processes.
+    """
+    return _rebuild_generator, (str(generator.device), generator.get_state().numpy().tobytes())
+
+
+ForkingPickler.register(torch.Generator, _reduce_generator)
 
 
 def _metric_only_collection(collection: BrickCollection) -> BrickCollection | None:
@@ -76,14 +105,6 @@ def _metric_only_collection(collection: BrickCollection) -> BrickCollection | No
     metrics = BrickCollection(nested)
     metrics.reset_metrics()
     return metrics
-
-
-def _batch_size(batch: Mapping[str, Any]) -> int | None:
-    """The length of the first tensor of the batch (what ``self.log`` weights epoch means with)."""
-    for value in batch.values():
-        if isinstance(value, torch.Tensor) and value.ndim > 0:
-            return int(value.shape[0])
-    return None
 
 
 def _metric_stages(log_metrics: bool | Iterable[Stage | str]) -> frozenset[Stage]:
@@ -130,7 +151,12 @@ class BrickLightningModule(pl.LightningModule):
 
     Batches are dicts of named tensors holding at least
     ``collection.required_inputs(...)`` of the stage; a batch missing some raises
-    :class:`~brickzoo.errors.MissingInputsError` naming the stage before anything runs.
+    :class:`~brickzoo.errors.MissingInputsError` naming the stage before anything runs. The
+    first batch of each loader (``batch_idx == 0``) runs through
+    :meth:`~brickzoo.BrickCollection.check_batch`, so target values the bricks refuse (a class
+    index out of range) raise :class:`~brickzoo.errors.BrickInputError` before the first step.
+    The module pickles when its factories do (``functools.partial`` of module-level functions),
+    as ``strategy="ddp_spawn"`` needs.
 
     Example:
         >>> import lightning.pytorch as pl
@@ -169,11 +195,7 @@ class BrickLightningModule(pl.LightningModule):
         self.scheduler_factory = scheduler_factory
         loss_names = collection.loss_names()
         self.loss_weights = self._check_loss_weights(loss_weights or {}, loss_names)
-        if _TOTAL_LOSS in loss_names and len(loss_names) > 1:
-            raise BrickDefinitionError(
-                f"BrickLightningModule: a loss brick writes '{_TOTAL_LOSS}', the name under which the total of all "
-                f"losses {loss_names} is logged; give that loss another output name (e.g. './loss_main')"
-            )
+        check_loss_names(loss_names, "BrickLightningModule")
         self.metric_stages = _metric_stages(log_metrics)
         stage_metrics: dict[str, BrickCollection] = {}
         for stage in sorted(self.metric_stages):
@@ -184,7 +206,6 @@ class BrickLightningModule(pl.LightningModule):
         self.stage_metrics = nn.ModuleDict(stage_metrics)
         self.epoch_metrics: dict[str, dict[str, Any]] = {}
         """The last summary of each stage, keyed by ``train``/``val``/``test`` (all values, on the CPU)."""
-        self._required: dict[tuple[Stage, bool], frozenset[str]] = {}
 
     # -- checks ------------------------------------------------------------------------------
     @staticmethod
@@ -206,38 +227,16 @@ class BrickLightningModule(pl.LightningModule):
         groups = stage.groups - {METRIC}
         return groups | {METRIC} if with_metrics else groups
 
-    def _check_batch(self, batch: Any, stage: Stage, with_metrics: bool, hook: str) -> None:
-        """Raise :class:`MissingInputsError` naming the stage if ``batch`` lacks a name the stage reads."""
-        if not isinstance(batch, Mapping):
-            raise BrickInputError(
-                f"BrickLightningModule, stage {stage.value} ({hook}): a batch must be a dict of named tensors, "
-                f"got {type(batch).__name__}; make the dataset return dicts like {{'images': ..., 'labels': ...}}"
-            )
-        key = (stage, with_metrics)
-        required = self._required.get(key)
-        if required is None:
-            required = self._required[key] = frozenset(
-                self.collection.required_inputs(self._groups(stage, with_metrics))
-            )
-        if batch.keys() >= required:
-            return
-        missing = sorted(required - batch.keys())
-        groups = self._groups(stage, with_metrics)
-        lines = [
-            f"BrickLightningModule, stage {stage.value} ({hook}): the batch misses inputs {missing}; "
-            f"got batch keys {sorted(batch)}, the groups {sorted(groups)} need {sorted(required)}"
-        ]
-        for path, brick in self.collection.named_bricks():
-            if brick.groups & groups:
-                parent = path.rpartition("/")[0]
-                needed = [n for n in (resolve_name(r, parent, path) for r in brick._input_names) if n in missing]
-                if needed:
-                    lines.append(f"  brick '{path}' needs {needed}")
-        for name in missing:
-            hint = difflib.get_close_matches(name, [str(k) for k in batch], n=3, cutoff=0.6)
-            if hint:
-                lines.append(f"  {name!r}: did you mean {hint}?")
-        raise MissingInputsError("\n".join(lines))
+    def _check_present(self, batch: Any, stage: Stage, groups: frozenset[str], hook: str) -> None:
+        """Raise before anything runs if ``batch`` is not a dict or lacks a name the stage's bricks read.
+
+        Raises:
+            DataError: the batch is not a dict of named tensors.
+            MissingInputsError: the collection's one diagnostic, prefixed with the stage and hook.
+        """
+        source = f"BrickLightningModule, stage {stage.value} ({hook})"
+        require_named_batch(batch, source)
+        self.collection.check_inputs_present(batch, groups, stage, source=source)
 
     def on_fit_start(self) -> None:
         """Refuse to train a collection without loss bricks before the first step."""
@@ -252,49 +251,51 @@ class BrickLightningModule(pl.LightningModule):
     # -- steps -----------------------------------------------------------------------------
     def forward(self, named_inputs: dict[str, Any]) -> dict[str, Any]:
         """Run the ``MODEL`` bricks (:class:`Stage` ``INFERENCE``) and return what they wrote."""
-        return self._model_outputs(named_inputs)
+        return self._model_outputs(named_inputs, check=False)
 
-    def _model_outputs(self, named_inputs: dict[str, Any]) -> dict[str, Any]:
-        outputs = self.collection(named_inputs, groups=Stage.INFERENCE, return_inputs=False)
-        outputs.pop("stage", None)  # the collection adds the Stage it ran; not a tensor of the model
-        return outputs
+    def _model_outputs(self, named_inputs: dict[str, Any], check: bool) -> dict[str, Any]:
+        if not check:
+            return self.collection(named_inputs, groups=Stage.INFERENCE, return_inputs=False)
+        outputs = self.collection.check_batch(named_inputs, groups=Stage.INFERENCE)
+        return {name: value for name, value in outputs.items() if name not in named_inputs and name != "stage"}
 
-    def _shared_step(self, batch: Any, stage: Stage, hook: str) -> dict[str, Any]:
+    def _shared_step(self, batch: Any, stage: Stage, hook: str, batch_idx: int) -> dict[str, Any]:
+        """Run a stage on a batch; the first batch of a loader (``batch_idx == 0``) runs through ``check_batch``."""
         metrics = self._metrics(stage)
-        self._check_batch(batch, stage, metrics is not None, hook)
-        outputs = self.collection(batch, groups=self._groups(stage, False), stage=stage)
+        self._check_present(batch, stage, self._groups(stage, metrics is not None), hook)
+        first = batch_idx == 0
+        run = self.collection.check_batch if first else self.collection
+        outputs = run(batch, groups=self._groups(stage, False), stage=stage)
         losses = self.collection.extract_losses(outputs)
-        for name, loss in losses.items():
-            if loss.ndim != 0:
-                raise BrickOutputError(
-                    f"BrickLightningModule, stage {stage.value}: loss {name!r} has shape {list(loss.shape)}, "
-                    "expected a scalar; reduce it in the loss brick (e.g. .mean())"
-                )
-        total = None
-        for name, loss in losses.items():
-            weighted = loss * self.loss_weights[name] if name in self.loss_weights else loss
-            total = weighted if total is None else total + weighted
+        check_losses(losses, f"BrickLightningModule, stage {stage.value}")
+        total = total_loss(losses, self.loss_weights) if losses else None
         if metrics is not None:
             with torch.no_grad():
-                metrics(outputs, groups=METRIC, stage=stage)
+                (metrics.check_batch if first else metrics)(outputs, groups=METRIC, stage=stage)
         if total is not None:
-            prefix = STAGE_PREFIXES[stage]
-            on_step = stage is Stage.TRAIN  # train: per step; val/test: per epoch, averaged over every process
-            options: dict[str, Any] = {
-                "on_step": on_step,
-                "on_epoch": not on_step,
-                "sync_dist": not on_step,
-                "batch_size": _batch_size(batch),
-            }
-            parts = {f"{prefix}/{name}": loss.detach() for name, loss in losses.items() if name != _TOTAL_LOSS}
-            if parts:
-                self.log_dict(parts, **options)
-            self.log(f"{prefix}/{_TOTAL_LOSS}", total.detach(), prog_bar=True, **options)
+            self._log_losses(stage, total, losses, batch)
         return {"loss": total, "outputs": outputs}
+
+    def _log_losses(
+        self, stage: Stage, total: torch.Tensor, losses: Mapping[str, torch.Tensor], batch: Mapping[str, Any]
+    ) -> None:
+        """Log the total and each loss: per step in training, per epoch (over every process) otherwise."""
+        prefix = STAGE_PREFIXES[stage]
+        on_step = stage is Stage.TRAIN
+        options: dict[str, Any] = {
+            "on_step": on_step,
+            "on_epoch": not on_step,
+            "sync_dist": not on_step,
+            "batch_size": batch_size(batch),
+        }
+        parts = {f"{prefix}/{name}": loss.detach() for name, loss in losses.items() if name != TOTAL_LOSS}
+        if parts:
+            self.log_dict(parts, **options)
+        self.log(f"{prefix}/{TOTAL_LOSS}", total.detach(), prog_bar=True, **options)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Run ``MODEL`` + ``LOSS`` (and the train metrics); return ``{"loss": total, "outputs": named}``."""
-        result = self._shared_step(batch, Stage.TRAIN, "training_step")
+        result = self._shared_step(batch, Stage.TRAIN, "training_step", batch_idx)
         if result["loss"] is None:
             raise BrickDefinitionError(
                 f"BrickLightningModule, stage {Stage.TRAIN.value}: no loss brick wrote an output; "
@@ -304,16 +305,16 @@ class BrickLightningModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Run ``MODEL`` + ``LOSS`` and update the validation metrics; return ``{"loss", "outputs"}``."""
-        return self._shared_step(batch, Stage.VALIDATION, "validation_step")
+        return self._shared_step(batch, Stage.VALIDATION, "validation_step", batch_idx)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Run ``MODEL`` + ``LOSS`` and update the test metrics; return ``{"loss", "outputs"}``."""
-        return self._shared_step(batch, Stage.TEST, "test_step")
+        return self._shared_step(batch, Stage.TEST, "test_step", batch_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """The tensors written by the ``MODEL`` bricks (the inputs left out)."""
-        self._check_batch(batch, Stage.INFERENCE, False, "predict_step")
-        return self._model_outputs(batch)
+        self._check_present(batch, Stage.INFERENCE, Stage.INFERENCE.groups, "predict_step")
+        return self._model_outputs(batch, check=batch_idx == 0)
 
     # -- metrics at epoch boundaries ---------------------------------------------------------
     def _metrics(self, stage: Stage) -> BrickCollection | None:
@@ -475,6 +476,96 @@ def load_collection_from_lightning_checkpoint(
 
 # -- the CLI's lightning engine ------------------------------------------------------------------
 _PRECISION = {"none": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+_ACCELERATOR = {"auto": "auto", "cuda": "gpu", "cpu": "cpu"}
+
+
+def _config_optimizer(params: list[nn.Parameter], collection: BrickCollection, config: Any) -> torch.optim.Optimizer:
+    """The ``optimizer_factory`` of :class:`_RecipeModule`: :func:`~brickzoo.training.build_optimizer`'s
+    param groups (no decay on 1-D tensors, lr multipliers, frozen bricks left out), over the same
+    trainable parameters as ``params``. A module-level function, so ``functools.partial`` of it pickles."""
+    from brickzoo.training import build_optimizer
+
+    return build_optimizer(collection, config)
+
+
+class _RecipeModule(BrickLightningModule):
+    """A :class:`BrickLightningModule` trained as a :class:`~brickzoo.training.TrainConfig` says.
+
+    The optimizer is :func:`~brickzoo.training.build_optimizer`'s; the warm-up + cosine schedule is
+    stepped after every optimizer step and spans ``trainer.estimated_stepping_batches``, the optimizer
+    steps Lightning will take on each process (devices, nodes, ``limit_train_batches`` and the
+    loader's ``drop_last`` all counted). Everything it holds pickles, for ``strategy="ddp_spawn"``.
+    """
+
+    def __init__(self, collection: BrickCollection, config: Any) -> None:
+        factory = functools.partial(_config_optimizer, collection=collection, config=config)
+        super().__init__(collection, factory, loss_weights=config.loss_weights)
+        self.train_config = config
+        self.schedule_steps = 0
+        """The length of the learning-rate schedule in optimizer steps, set when training starts."""
+
+    def configure_optimizers(self) -> Any:
+        """The optimizer and the per-step warm-up + cosine schedule over every optimizer step of the fit."""
+        from brickzoo.training import build_scheduler
+
+        optimizer = super().configure_optimizers()
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps) or steps < 1:
+            loader = self.trainer.train_dataloader
+            dataset = getattr(loader, "dataset", None)
+            raise DataError(
+                f"lightning: the training loader gives {steps} optimizer steps (dataset of "
+                f"{len(dataset) if isinstance(dataset, Sized) else '?'} samples shared by {self.trainer.world_size} "
+                f"processes, batch_size {getattr(loader, 'batch_size', None)} per process, drop_last "
+                f"{getattr(loader, 'drop_last', None)}); lower data.batch_size, add samples or set data.drop_last=false"
+            )
+        self.schedule_steps = int(steps)
+        scheduler = build_scheduler(optimizer, self.train_config, self.schedule_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def final_record(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """``final_metrics.json``: epoch, optimizer steps, schedule length, the last lr and the logged scalars."""
+        (config,) = trainer.lr_scheduler_configs
+        scheduler = cast(LambdaLR, config.scheduler)  # build_scheduler's
+        factor = scheduler.lr_lambdas[0](max(trainer.global_step - 1, 0))
+        record: dict[str, Any] = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "schedule_steps": self.schedule_steps,
+            "lr": self.train_config.lr * factor,  # of the last step, for bricks without an lr multiplier
+        }
+        record.update(_logged_scalars(trainer))
+        return record
+
+
+class _RunFolderWriter(pl.Callback):
+    """At the end of the fit, global rank 0 alone writes the run folder's results.
+
+    ``weights/`` (per-brick weights, what ``brickzoo evaluate --weights <run_dir>`` loads),
+    ``graph.md``, ``predictions.png`` (on ``preview``, the first validation batch) and
+    ``final_metrics.json``. The other processes write nothing.
+    """
+
+    def __init__(self, run_dir: Path, preview: Mapping[str, Any] | None) -> None:
+        self.run_dir = run_dir
+        self.preview = preview
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from brickzoo.training import write_final_metrics, write_graph, write_predictions
+
+        if not trainer.is_global_zero:
+            return
+        module = cast(_RecipeModule, pl_module)
+        collection = module.collection.cpu().eval()
+        collection.save_bricks(self.run_dir / "weights", exist_ok=True)
+        write_graph(self.run_dir, collection)
+        if self.preview is not None:
+            write_predictions(self.run_dir, collection, dict(self.preview))
+        write_final_metrics(self.run_dir, module.final_record(trainer))
+
+
+def _logged_scalars(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
 
 
 def fit_with_lightning(
@@ -484,70 +575,55 @@ def fit_with_lightning(
     strategy: str = "auto",
     num_nodes: int = 1,
     quiet: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """Train a zoo recipe (:func:`brickzoo.zoo.build_recipe`) with Lightning's ``Trainer``.
 
     The recipe's ``train`` settings map onto Lightning: the optimizer and warm-up + cosine schedule
-    of :mod:`brickzoo.training` (stepped per optimizer step), ``grad_clip_norm`` to
+    of :mod:`brickzoo.training` (stepped per optimizer step, as long as the optimizer steps the
+    trainer will take: ``trainer.estimated_stepping_batches``), ``grad_clip_norm`` to
     ``gradient_clip_val``, ``amp`` to ``precision`` and ``loss_weights`` to the module. Lightning
     swaps in a ``DistributedSampler`` under ``ddp``/``fsdp``, so each process sees its share of
-    the data. Logs go to ``<run_dir>/lightning`` (CSV), Lightning checkpoints to
-    ``<run_dir>/lightning/checkpoints``, and the final per-brick weights to ``<run_dir>/weights``
-    (what ``brickzoo evaluate --weights <run_dir>`` loads), plus ``graph.md`` and ``predictions.png``.
+    the data. The module, its factories and the loaders pickle, so ``ddp_spawn`` works too.
+
+    Only global rank 0 writes to ``run_dir``: logs to ``<run_dir>/lightning`` (CSV), Lightning
+    checkpoints to ``<run_dir>/lightning/checkpoints``, and at the end the per-brick weights to
+    ``<run_dir>/weights`` (what ``brickzoo evaluate --weights <run_dir>`` loads), ``graph.md``,
+    ``predictions.png`` and ``final_metrics.json`` (``epoch``, ``step``: the optimizer steps
+    taken, ``schedule_steps``: the schedule's length, ``lr`` and the logged metrics).
 
     Returns:
         The metrics Lightning logged last (``val/...`` and ``train/...``), as numbers.
+
+    Raises:
+        DataError: the training loader yields no batch on a process.
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from brickzoo.training import build_optimizer, build_scheduler, write_graph, write_predictions
-
     config = recipe.train_config
     run_dir = Path(run_dir)
-    train_loader = recipe.loader("train")
     val_loader = recipe.loader("val") if "val" in recipe.datasets else None
-    steps_per_epoch = config.steps_per_epoch or len(train_loader)
-    world = _world_size(devices, num_nodes)
-    total_steps = max(1, config.epochs * math.ceil(steps_per_epoch / world))
-
-    def optimizer_factory(_: Any) -> torch.optim.Optimizer:
-        return build_optimizer(recipe.model, config)  # param groups: weight decay, lr multipliers, frozen bricks
-
-    def scheduler_factory(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        return {"scheduler": build_scheduler(optimizer, config, total_steps), "interval": "step"}
-
-    module = BrickLightningModule(recipe.model, optimizer_factory, scheduler_factory, loss_weights=config.loss_weights)
+    preview = next(iter(recipe.loader("val", shuffle=False))) if val_loader is not None else None
+    module = _RecipeModule(recipe.model, config)
     trainer = pl.Trainer(
         max_epochs=config.epochs,
         limit_train_batches=config.steps_per_epoch,
         devices=devices,
         strategy=strategy,
         num_nodes=num_nodes,
-        accelerator="auto" if config.device == "auto" else ("gpu" if config.device == "cuda" else "cpu"),
+        accelerator=_ACCELERATOR[config.device],
         precision=_PRECISION[config.amp],  # type: ignore[arg-type]
         gradient_clip_val=config.grad_clip_norm,
         default_root_dir=run_dir,
         logger=CSVLogger(run_dir, name="lightning", version=""),
-        callbacks=[ModelCheckpoint(dirpath=run_dir / "lightning" / "checkpoints", save_last=True)],
+        callbacks=[
+            ModelCheckpoint(dirpath=run_dir / "lightning" / "checkpoints", save_last=True),
+            _RunFolderWriter(run_dir, preview),
+        ],
         enable_progress_bar=not quiet,
         enable_model_summary=not quiet,
         log_every_n_steps=config.log_every,
     )
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    trainer.fit(module, train_loader, val_loader)
-    if trainer.is_global_zero:
-        collection = recipe.model.cpu().eval()
-        collection.save_bricks(run_dir / "weights", exist_ok=True)
-        write_graph(run_dir, collection)
-        if val_loader is not None:
-            write_predictions(run_dir, collection, next(iter(recipe.loader("val", shuffle=False))))
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
-
-
-def _world_size(devices: int | str | list[int], num_nodes: int) -> int:
-    if isinstance(devices, list):
-        return len(devices) * num_nodes
-    if isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
-        return max(1, int(devices)) * num_nodes
-    return num_nodes
+    trainer.fit(module, recipe.loader("train"), val_loader)
+    return _logged_scalars(trainer)

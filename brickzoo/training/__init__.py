@@ -40,7 +40,7 @@ from brickzoo.training._finetune import (
     param_groups,
     weights_folder,
 )
-from brickzoo.training._loop import FitResult, evaluate, fit, resolve_device, seed_everything
+from brickzoo.training._loop import FitResult, evaluate, fit, resolve_device, seed_everything, seeded
 from brickzoo.training._plots import Panel, plot_loss_curves, plot_panels, predictions_grid
 from brickzoo.training._run_folder import (
     read_metrics,
@@ -78,6 +78,7 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "seed_everything",
+    "seeded",
     "visualize_batch",
     "warmup_steps",
     "weights_folder",

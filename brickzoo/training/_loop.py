@@ -16,7 +16,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +29,7 @@ from tqdm.auto import tqdm
 
 from brickzoo._collection import BrickCollection
 from brickzoo._groups import Stage
-from brickzoo._names import resolve_name
-from brickzoo.errors import (
-    BrickDefinitionError,
-    BrickOutputError,
-    BrickRuntimeError,
-    ConfigError,
-    DataError,
-    MissingInputsError,
-    WeightsError,
-)
+from brickzoo.errors import BrickDefinitionError, BrickRuntimeError, ConfigError, DataError, WeightsError
 from brickzoo.training._checkpoint import (
     capture_rng_state,
     find_checkpoint,
@@ -64,6 +55,15 @@ from brickzoo.training._run_folder import (
     write_predictions,
 )
 from brickzoo.training._schedule import build_scheduler
+from brickzoo.training._step import (
+    LossMeans,
+    batch_size,
+    check_loss_names,
+    check_losses,
+    loss_terms,
+    require_named_batch,
+    total_loss,
+)
 
 Batch = Mapping[str, Any]
 
@@ -113,6 +113,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with python's, numpy's and torch's generators seeded with ``seed``, then restore them.
+
+    What the block draws depends on ``seed`` only; the caller's random streams go on as if it had not run.
+
+    Example:
+        >>> with seeded(0):
+        ...     a = torch.rand(2)
+        >>> with seeded(0):
+        ...     b = torch.rand(2)
+        >>> torch.equal(a, b)
+        True
+    """
+    with preserved_rng():
+        seed_everything(seed)
+        yield
+
+
 class _Precision:
     """Autocast, plus a gradient scaler for fp16, as ``amp`` asks and the device allows."""
 
@@ -147,64 +166,15 @@ def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
     return {name: _move(value, device) for name, value in batch.items()}
 
 
-def _batch_size(batch: Batch) -> int:
-    """The number of images of a batch: ``images``' first dimension, else the first tensor's."""
-    images = batch.get("images")
-    if isinstance(images, torch.Tensor) and images.ndim:
-        return int(images.shape[0])
-    for value in batch.values():
-        if isinstance(value, torch.Tensor) and value.ndim:
-            return int(value.shape[0])
-    return 1
-
-
-def _check_batch(batch: Any, collection: BrickCollection, groups: Any, what: str) -> None:
-    """Raise if a batch is not a dict or lacks names that the group selection reads.
+def _check_present(collection: BrickCollection, batch: Any, groups: Stage | frozenset[str], source: str) -> None:
+    """Raise before anything runs if ``batch`` is not a dict or lacks a name the selection reads.
 
     Raises:
         DataError: the batch is not a dict of named tensors.
-        MissingInputsError: names are missing; the message names them and the bricks reading them.
+        MissingInputsError: the collection's one diagnostic, prefixed with ``source``.
     """
-    if not isinstance(batch, Mapping):
-        raise DataError(
-            f"{what} must yield dicts of named tensors such as {{'images': Tensor[B, 3, H, W], 'labels': "
-            f"Tensor[B]}}, got a {type(batch).__name__}"
-        )
-    required = collection.required_inputs(groups)
-    missing = sorted(set(required) - set(batch))
-    if not missing:
-        return
-    readers = []
-    for path, brick in collection.named_bricks():
-        raw = brick.input_names
-        names = {
-            resolve_name(n, path.rpartition("/")[0], path) for n in (raw.values() if isinstance(raw, dict) else raw)
-        }
-        needed = sorted(names & set(missing))
-        if needed:
-            readers.append(f"brick '{path}' reads {needed}")
-    selection = groups.value if isinstance(groups, Stage) else sorted(groups)
-    raise MissingInputsError(
-        f"{what}: the batches lack {missing}, which the {selection} bricks need; the batches hold "
-        f"{sorted(batch)}, expected all of {required}\n  " + "\n  ".join(readers)
-    )
-
-
-def _total_loss(losses: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
-    """The weighted sum of the loss tensors (weight 1 for names not in ``weights``)."""
-    terms = [value * weights[name] if name in weights else value for name, value in losses.items()]
-    return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
-
-
-def _check_losses(losses: Mapping[str, Any]) -> None:
-    for name, value in losses.items():
-        if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.dtype.is_floating_point:
-            got = (
-                f"Tensor{list(value.shape)} {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
-            )
-            raise BrickOutputError(
-                f"loss {name!r}: expected a scalar float tensor to minimise, got {got}; reduce it (e.g. .mean())"
-            )
+    require_named_batch(batch, source)
+    collection.check_inputs_present(batch, groups, source=source)
 
 
 def _check_training_setup(collection: BrickCollection, config: TrainConfig) -> list[str]:
@@ -218,6 +188,7 @@ def _check_training_setup(collection: BrickCollection, config: TrainConfig) -> l
             f"(groups {sorted(Stage.TRAIN.groups)}), so there is nothing to minimise; add a BrickLoss. "
             f"Bricks: {bricks}"
         )
+    check_loss_names(loss_names, "fit")
     unknown = sorted(set(config.loss_weights) - set(loss_names))
     if unknown:
         raise ConfigError(
@@ -247,10 +218,16 @@ def _seed_epoch_order(loader: Any, seed: int, epoch: int) -> None:
 
 
 def _steps_per_epoch(loader: Any, config: TrainConfig) -> int:
+    """The optimizer steps of one epoch: the loader's length, capped by ``config.steps_per_epoch``.
+
+    Raises:
+        DataError: the loader yields no batch (with both sizes when ``drop_last`` dropped the only batch).
+        ConfigError: the loader has no length and ``steps_per_epoch`` is not set.
+    """
     if isinstance(loader, Sized):
         length = len(loader)
         if length == 0:
-            raise DataError("train_loader is empty: it yields no batch")
+            raise DataError(_empty_loader_message(loader, "train_loader"))
         return min(length, config.steps_per_epoch) if config.steps_per_epoch else length
     if config.steps_per_epoch is None:
         raise ConfigError(
@@ -258,6 +235,18 @@ def _steps_per_epoch(loader: Any, config: TrainConfig) -> int:
             "set TrainConfig.steps_per_epoch"
         )
     return config.steps_per_epoch
+
+
+def _empty_loader_message(loader: Any, source: str) -> str:
+    dataset = getattr(loader, "dataset", None)
+    size = len(dataset) if isinstance(dataset, Sized) else None
+    batch = getattr(loader, "batch_size", None)
+    if getattr(loader, "drop_last", False) and size and batch and size < batch:
+        return (
+            f"{source} yields no batch: its dataset has {size} samples, fewer than batch_size={batch}, and "
+            "drop_last=True drops that incomplete batch; lower the batch size, add samples or set drop_last=False"
+        )
+    return f"{source} is empty: it yields no batch (dataset size {size}, batch_size {batch})"
 
 
 def _first_batch(loader: Iterable[Any], what: str) -> Any:
@@ -302,7 +291,9 @@ def evaluate(
     """Run a stage's bricks over a loader in eval mode without gradients and summarize the metrics.
 
     The metrics are reset first and after, so earlier batches never mix in. The collection is
-    moved to ``device`` and its train/eval mode is restored afterwards.
+    moved to ``device`` and its train/eval mode is restored afterwards. The first batch runs
+    through :meth:`~brickzoo.BrickCollection.check_batch`, which also checks the values of the
+    targets (class indices in range, finite boxes...).
 
     Args:
         collection: the bricks.
@@ -321,6 +312,7 @@ def evaluate(
 
     Raises:
         MissingInputsError: the first batch lacks names the stage needs.
+        BrickInputError: the first batch holds values the bricks refuse.
         DataError: the loader yields nothing.
 
     Example:
@@ -333,8 +325,8 @@ def evaluate(
     collection.to(device)
     precision = _Precision(amp, device)
     weights = dict(loss_weights or {})
-    sums: dict[str, torch.Tensor] = {}
-    images = 0
+    source = f"{stage.value.lower()} loader"
+    means, batches = LossMeans(), 0
     was_training = collection.training
     collection.eval()
     collection.reset_metrics()
@@ -344,24 +336,21 @@ def evaluate(
                 if max_batches is not None and index >= max_batches:
                     break
                 if index == 0:
-                    _check_batch(raw, collection, stage, f"{stage.value.lower()} loader")
+                    _check_present(collection, raw, stage, f"{source} (stage {stage.value})")
                 batch = _to_device(raw, device)
                 with precision.autocast():
-                    outputs = collection(batch, stage=stage)
+                    run = collection.check_batch if index == 0 else collection
+                    outputs = run(batch, stage=stage)
                 losses = collection.extract_losses(outputs)
-                size = _batch_size(batch)
-                images += size
+                batches += 1
                 if losses:
-                    parts = {"loss": _total_loss(losses, weights)} | {k: v for k, v in losses.items() if k != "loss"}
-                    for name, value in parts.items():
-                        value = value.detach().float() * size
-                        sums[name] = sums[name] + value if name in sums else value
+                    means.add(loss_terms(total_loss(losses, weights), losses), batch_size(batch) or 1)
     finally:
         collection.train(was_training)
-    if images == 0:
+    if batches == 0:
         collection.reset_metrics()
-        raise DataError(f"evaluate: the {stage.value.lower()} loader yielded no batch")
-    results: dict[str, Any] = {name: float(total) / images for name, total in sums.items()}
+        raise DataError(f"evaluate: the {source} yielded no batch")
+    results: dict[str, Any] = dict(means.means())
     results.update(to_python(collection.summarize(reset=True)))
     return results
 
@@ -383,19 +372,43 @@ class _Trainer:
     def __post_init__(self) -> None:
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
 
+    @classmethod
+    def create(cls, collection: BrickCollection, train_loader: Iterable[Batch], config: TrainConfig) -> _Trainer:
+        """Freeze what ``config.freeze`` names, move the collection to the device, build optimizer and schedule."""
+        device = resolve_device(config.device)
+        if config.freeze:
+            freeze(collection, config.freeze)
+        collection.to(device)
+        steps_per_epoch = _steps_per_epoch(train_loader, config)
+        optimizer = build_optimizer(collection, config)
+        return cls(
+            collection=collection,
+            config=config,
+            device=device,
+            optimizer=optimizer,
+            scheduler=build_scheduler(optimizer, config, total_steps=steps_per_epoch * config.epochs),
+            precision=_Precision(config.amp, device),
+            steps_per_epoch=steps_per_epoch,
+        )
+
     @property
     def lr(self) -> float:
         """The learning rate of the last step taken, for bricks without an lr multiplier."""
         return self.config.lr * self.scheduler.lr_lambdas[0](max(self.global_step - 1, 0))
 
     def step(self, batch: dict[str, Any], check: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One optimizer step on a batch already on the device; returns the total loss and each loss."""
+        """One optimizer step on a batch already on the device; returns the total loss and each loss.
+
+        With ``check``, the batch runs through :meth:`~brickzoo.BrickCollection.check_batch` (the
+        value checks of the targets) and the losses' shapes and dtypes are checked.
+        """
         with self.precision.autocast():
-            outputs = self.collection(batch, stage=Stage.TRAIN)  # MODEL + LOSS + METRIC bricks
+            run = self.collection.check_batch if check else self.collection
+            outputs = run(batch, stage=Stage.TRAIN)  # MODEL + LOSS + METRIC bricks
             losses = self.collection.extract_losses(outputs)
             if check:
-                _check_losses(losses)
-            total = _total_loss(losses, self.config.loss_weights)
+                check_losses(losses, "fit")
+            total = total_loss(losses, self.config.loss_weights)
         self.optimizer.zero_grad(set_to_none=True)
         scaler = self.precision.scaler
         if scaler is not None:
@@ -420,20 +433,15 @@ class _Trainer:
         self.collection.train()
         self.collection.reset_metrics()
         _seed_epoch_order(loader, self.config.seed, epoch)
-        sums: dict[str, torch.Tensor] = {}
-        images = 0
+        means = LossMeans()
         for index, raw in enumerate(loader):
             if index >= self.steps_per_epoch:
                 break
             if index == 0:
-                _check_batch(raw, self.collection, Stage.TRAIN, "train_loader")
+                _check_present(self.collection, raw, Stage.TRAIN, "train_loader (stage TRAIN)")
             batch = _to_device(raw, self.device)
             total, losses = self.step(batch, check=index == 0)
-            size = _batch_size(batch)
-            images += size
-            for name, value in ({"loss": total} | {k: v for k, v in losses.items() if k != "loss"}).items():
-                value = value.detach().float() * size  # summed per image; no device sync
-                sums[name] = sums[name] + value if name in sums else value
+            means.add(loss_terms(total, losses), batch_size(batch) or 1)
             if self.global_step % self.config.log_every == 0:
                 loss = float(total.detach())
                 if not math.isfinite(loss):
@@ -442,13 +450,36 @@ class _Trainer:
                         f"the training loss became {loss} at epoch {epoch + 1}, step {self.global_step} "
                         f"(losses {parts}); lower the lr, clip gradients or check the data"
                     )
-                speed = images / max(time.perf_counter() - started, 1e-9)
+                speed = means.images / max(time.perf_counter() - started, 1e-9)
                 bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{speed:.1f}", refresh=False)
             bar.update(1)
-        results: dict[str, Any] = {name: float(total) / max(images, 1) for name, total in sums.items()}
+        results: dict[str, Any] = dict(means.means())
         results.update(to_python(self.collection.summarize(reset=True)))
-        results["images_per_second"] = images / max(time.perf_counter() - started, 1e-9)
+        results["images_per_second"] = means.images / max(time.perf_counter() - started, 1e-9)
         return results
+
+    def run_epoch(
+        self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None, epoch: int, bar: Any, quiet: bool
+    ) -> dict[str, Any]:
+        """Train epoch ``epoch`` (0-based) and validate; returns its full record (non-scalar metrics too)."""
+        started = time.perf_counter()
+        train = self.train_epoch(train_loader, epoch, bar)
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "lr": self.lr}
+        record.update(_prefixed("train", train))
+        if val_loader is not None:
+            config = self.config
+            val = evaluate(
+                self.collection,
+                val_loader,
+                self.device,
+                Stage.VALIDATION,
+                loss_weights=config.loss_weights,
+                amp=config.amp,
+                quiet=quiet,
+            )
+            record.update(_prefixed("val", val))
+        record["seconds"] = time.perf_counter() - started
+        return record
 
     def state(self, epoch: int) -> dict[str, Any]:
         """Everything beyond the weights that an exact resume needs (all readable with weights_only=True)."""
@@ -463,6 +494,29 @@ class _Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "config": self.config.to_dict(),
         }
+
+    def start(self, run: Path | None, resume: bool) -> tuple[int, list[dict[str, Any]], Path | None]:
+        """Resume from ``run``'s checkpoint, or seed a fresh start; returns (epochs done, history, checkpoint).
+
+        Raises:
+            WeightsError: ``resume`` without a complete checkpoint in ``run``.
+            ConfigError: a fresh start in a run folder that holds a checkpoint.
+        """
+        if resume:
+            checkpoint = find_checkpoint(run) if run is not None else None
+            if checkpoint is None:
+                raise WeightsError(
+                    "fit: resume=True needs a run_dir holding a complete checkpoint (checkpoint/trainer_state.pt); "
+                    f"got run_dir={str(run) if run is not None else None!r}"
+                )
+            epoch = self.resume(checkpoint)
+            return epoch, read_metrics(checkpoint.parent, last_epoch=epoch), checkpoint  # drop later epochs
+        if run is not None and find_checkpoint(run) is not None:
+            raise ConfigError(
+                f"fit: {run} already holds a checkpoint; pass resume=True to continue it, or choose a new run_dir"
+            )
+        seed_everything(self.config.seed)
+        return 0, [], None
 
     def resume(self, checkpoint: Path) -> int:
         """Load a checkpoint's weights, optimizer, schedule, counters and RNG states; return its epoch."""
@@ -485,6 +539,70 @@ class _Trainer:
         return int(state["epoch"])
 
 
+def _check_first_batches(
+    collection: BrickCollection, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None, draw: bool
+) -> Batch | None:
+    """Check, before the first step, the first validation batch and the batch drawn to ``predictions.png``.
+
+    Returns the batch to draw (the first validation batch, else the first training batch), or None.
+    The training batches are checked as they come.
+    """
+    preview = None
+    if val_loader is not None:
+        preview = _first_batch(val_loader, "val_loader")
+        _check_present(collection, preview, Stage.VALIDATION, "val_loader (stage VALIDATION)")
+    if draw:
+        preview = preview if preview is not None else _first_batch(train_loader, "train_loader")
+        _check_present(collection, preview, VISUALIZATION_GROUPS, "the first batch drawn to predictions.png")
+    return preview
+
+
+@dataclass
+class _Epochs:
+    """The epochs of one :func:`fit` call and what they wrote."""
+
+    trainer: _Trainer
+    run: Path | None
+    loss_names: list[str]
+    history: list[dict[str, Any]]
+    checkpoint: Path | None
+    quiet: bool
+
+    def run_until(
+        self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None, epoch: int, end_epoch: int
+    ) -> tuple[int, dict[str, Any]]:
+        """Train and validate epochs ``epoch .. end_epoch - 1``; returns the epochs done and the last full record.
+
+        Each epoch appends its record to ``history`` (and ``metrics.jsonl``); checkpoints are written
+        every ``checkpoint_every_epochs`` and after the last epoch.
+        """
+        trainer, config, run = self.trainer, self.trainer.config, self.run
+        last: dict[str, Any] = dict(self.history[-1]) if self.history else {}
+        total_steps = trainer.steps_per_epoch * config.epochs
+        bar = tqdm(total=total_steps, initial=trainer.global_step, disable=self.quiet, unit="step", dynamic_ncols=True)
+        try:
+            while epoch < end_epoch:
+                bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+                last = trainer.run_epoch(train_loader, val_loader, epoch, bar, self.quiet)
+                epoch += 1
+                self.history.append(scalars(last))
+                if not self.quiet:
+                    tqdm.write(_summary_line(self.history[-1], self.loss_names))
+                if run is not None:
+                    write_metrics(run, self.history)
+                    every = config.checkpoint_every_epochs
+                    if epoch == end_epoch or (every and epoch % every == 0):
+                        self.checkpoint = save_checkpoint(run, trainer.collection, trainer.state(epoch))
+        except KeyboardInterrupt:
+            if not self.quiet:
+                where = find_checkpoint(run) if run is not None else None
+                tqdm.write(f"interrupted in epoch {epoch + 1}; the last complete checkpoint is {where}")
+            raise
+        finally:
+            bar.close()
+        return epoch, last
+
+
 def fit(
     collection: BrickCollection,
     train_loader: Iterable[Batch],
@@ -500,9 +618,11 @@ def fit(
 
     Before the first step, it checks that the collection has loss bricks, that the loss weights
     name losses, and that the batches hold every name the TRAIN (and VALIDATION) selection reads.
-    Each epoch then trains (train metrics reset at its start), validates with :func:`evaluate`
-    under the VALIDATION stage, appends a record to ``metrics.jsonl`` and, every
-    ``checkpoint_every_epochs``, writes an atomic checkpoint.
+    The first batch of every epoch (and of every validation) runs through
+    :meth:`~brickzoo.BrickCollection.check_batch`, which checks the target values too. Each epoch
+    then trains (train metrics reset at its start), validates with :func:`evaluate` under the
+    VALIDATION stage, appends a record to ``metrics.jsonl`` and, every ``checkpoint_every_epochs``,
+    writes an atomic checkpoint.
 
     The data order of epoch ``e`` depends only on ``config.seed`` and ``e``: the train loader's
     ``RandomSampler`` generator and its own generator (worker seeds) are re-seeded with
@@ -530,6 +650,8 @@ def fit(
         BrickDefinitionError: the collection has no loss brick.
         MissingInputsError: the batches lack names the TRAIN/VALIDATION selections (or, with a
             run folder, the visualizations) read.
+        BrickInputError: a first batch holds values the bricks refuse (a class index out of range...).
+        DataError: the batches are not dicts, or the train loader yields no batch.
         ConfigError: bad settings, or ``run_dir`` holds a checkpoint and ``resume`` is False.
         WeightsError: ``resume=True`` but ``run_dir`` has no checkpoint.
         KeyboardInterrupt: re-raised after Ctrl-C; the last complete checkpoint stays intact.
@@ -543,104 +665,24 @@ def fit(
     started = time.perf_counter()
     config = config or TrainConfig()
     run = Path(run_dir) if run_dir is not None else None
-    device = resolve_device(config.device)
     loss_names = _check_training_setup(collection, config)
-    if config.freeze:
-        freeze(collection, config.freeze)
-    collection.to(device)
-    steps_per_epoch = _steps_per_epoch(train_loader, config)
-    optimizer = build_optimizer(collection, config)
-    trainer = _Trainer(
-        collection=collection,
-        config=config,
-        device=device,
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config, total_steps=steps_per_epoch * config.epochs),
-        precision=_Precision(config.amp, device),
-        steps_per_epoch=steps_per_epoch,
-    )
-
-    # -- fresh start or resume -------------------------------------------------------------------
-    epoch, history, checkpoint = 0, [], None
-    if resume:
-        checkpoint = find_checkpoint(run) if run is not None else None
-        if checkpoint is None:
-            raise WeightsError(
-                f"fit: resume=True needs a run_dir holding a complete checkpoint (checkpoint/trainer_state.pt); "
-                f"got run_dir={run_dir!r}"
-            )
-        epoch = trainer.resume(checkpoint)
-        history = read_metrics(checkpoint.parent, last_epoch=epoch)  # drop epochs after the checkpoint
-    else:
-        if run is not None and find_checkpoint(run) is not None:
-            raise ConfigError(
-                f"fit: {run} already holds a checkpoint; pass resume=True to continue it, or choose a new run_dir"
-            )
-        seed_everything(config.seed)
-
-    # -- every check before the first step (the train batches are checked as they come) ------------
-    preview = None  # the batch drawn to predictions.png: the first validation batch
-    if val_loader is not None:
-        preview = _first_batch(val_loader, "val_loader")
-        _check_batch(preview, collection, Stage.VALIDATION, "val_loader")
+    trainer = _Trainer.create(collection, train_loader, config)
+    epoch, history, checkpoint = trainer.start(run, resume)
     draw = run is not None and has_visualizations(collection)
-    if draw:
-        preview = preview if preview is not None else _first_batch(train_loader, "train_loader")
-        _check_batch(preview, collection, VISUALIZATION_GROUPS, "the first batch drawn to predictions.png")
+    preview = _check_first_batches(collection, train_loader, val_loader, draw)
     if run is not None:
         run.mkdir(parents=True, exist_ok=True)
         write_config(run, config.to_dict(), TRAIN_CONFIG_FILE)
         write_graph(run, collection)
-
-    # -- the epochs ------------------------------------------------------------------------------
-    last_full: dict[str, Any] = dict(history[-1]) if history else {}
+    epochs = _Epochs(trainer, run, loss_names, history, checkpoint, quiet)
     end_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
-    total_steps = steps_per_epoch * config.epochs
-    bar = tqdm(total=total_steps, initial=trainer.global_step, disable=quiet, unit="step", dynamic_ncols=True)
-    try:
-        while epoch < end_epoch:
-            epoch_started = time.perf_counter()
-            bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
-            train = trainer.train_epoch(train_loader, epoch, bar)
-            epoch += 1
-            full: dict[str, Any] = {"epoch": epoch, "step": trainer.global_step, "lr": trainer.lr}
-            full.update(_prefixed("train", train))
-            if val_loader is not None:
-                val = evaluate(
-                    collection,
-                    val_loader,
-                    device,
-                    Stage.VALIDATION,
-                    loss_weights=config.loss_weights,
-                    amp=config.amp,
-                    quiet=quiet,
-                )
-                full.update(_prefixed("val", val))
-            full["seconds"] = time.perf_counter() - epoch_started
-            last_full = full
-            history.append(scalars(full))
-            if not quiet:
-                tqdm.write(_summary_line(history[-1], loss_names))
-            if run is not None:
-                write_metrics(run, history)
-                every = config.checkpoint_every_epochs
-                if epoch == end_epoch or (every and epoch % every == 0):
-                    checkpoint = save_checkpoint(run, collection, trainer.state(epoch))
-    except KeyboardInterrupt:
-        if not quiet:
-            where = find_checkpoint(run) if run is not None else None
-            tqdm.write(f"interrupted in epoch {epoch + 1}; the last complete checkpoint is {where}")
-        raise
-    finally:
-        bar.close()
-
-    # -- the run folder's summary files ------------------------------------------------------------
-    final = {**last_full, "seconds_total": time.perf_counter() - started}
+    epoch, last = epochs.run_until(train_loader, val_loader, epoch, end_epoch)
+    final = {**last, "seconds_total": time.perf_counter() - started}
     if run is not None:
         write_final_metrics(run, final)
         write_loss_curves(run, history, loss_names)
         if draw and preview is not None:
-            write_predictions(run, collection, _to_device(preview, device))
+            write_predictions(run, collection, _to_device(preview, trainer.device))
     return FitResult(
         history=history,
         final_metrics=final,
@@ -648,5 +690,5 @@ def fit(
         global_step=trainer.global_step,
         seconds=time.perf_counter() - started,
         run_dir=run,
-        checkpoint=checkpoint,
+        checkpoint=epochs.checkpoint,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,19 +53,49 @@ class Recipe:
         settings.update(self.config.get("export") or {})
         return settings
 
+    @property
+    def drop_last(self) -> bool:
+        """``data.drop_last`` (default true): the training loader drops its last incomplete batch.
+
+        A last batch of one image breaks BatchNorm in training mode; validation and test loaders
+        never drop anything.
+        """
+        return bool(self.config["data"].get("drop_last", True))
+
     def loader(self, split: str, shuffle: bool | None = None, batch_size: int | None = None) -> DataLoader[Any]:
-        """A seeded loader over one split (shuffled for ``train`` unless told otherwise)."""
+        """A seeded loader over one split.
+
+        ``train`` is the training loader unless ``shuffle=False``: shuffled, and dropping its last
+        incomplete batch when ``data.drop_last`` is true. Every other loader keeps its order
+        and every sample.
+
+        Raises:
+            ConfigError: the split is not in the config, or the training loader would yield no batch
+                (fewer samples than ``batch_size`` with ``drop_last``).
+        """
         from brickzoo.data import make_loader
 
         if split not in self.datasets:
             raise ConfigError(f"{self.origin}: no {split!r} split in data (have {sorted(self.datasets)})")
         is_train = split == "train"
+        shuffle = is_train if shuffle is None else shuffle
+        drop_last = is_train and shuffle and self.drop_last
+        batch_size = batch_size or (self.batch_size if is_train else self.eval_batch_size)
+        dataset = self.datasets[split]
+        size = len(dataset) if isinstance(dataset, Sized) else None
+        if drop_last and size is not None and size < batch_size:
+            raise ConfigError(
+                f"{self.origin}: the training split has {size} samples, fewer than one batch "
+                f"(data.batch_size={batch_size}), and data.drop_last is true, so an epoch would hold no batch; "
+                "lower data.batch_size, add samples, or set data.drop_last=false"
+            )
         return make_loader(
-            self.datasets[split],
-            batch_size=batch_size or (self.batch_size if is_train else self.eval_batch_size),
-            shuffle=is_train if shuffle is None else shuffle,
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
             num_workers=int(self.config["data"].get("num_workers", 0)),
             seed=self.train_config.seed,
+            drop_last=drop_last,
         )
 
     def evaluation_split(self) -> str:
@@ -104,7 +134,7 @@ def build_model(
 ) -> tuple[BrickCollection, dict[str, list[str]]]:
     """The brick collection of a validated config; ``num_classes: auto`` takes the dataset's classes."""
     model = config["model"]
-    backbone = _build("model.backbone", model["backbone"], "backbone", images="normalized", features="features")
+    backbone = _build("model.backbone", model["backbone"], "backbone", images="normalized", output="features")
     preprocessor = _build(
         "model.preprocessor",
         model.get("preprocessor") or {},
@@ -146,21 +176,27 @@ def build_model(
 def build_recipe(source: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Recipe:
     """Validate a config (path, name or dict, plus ``key.sub=value`` overrides) and build it.
 
+    The datasets and the model are built with python's, numpy's and torch's generators seeded with
+    ``train.seed`` (default 0), so two builds of one config hold identical initial weights; the
+    caller's generators are left as they were.
+
     Raises:
         ConfigError: listing every problem of the config, each with its key path, before
             anything is built.
     """
-    from brickzoo.training import TrainConfig
+    from brickzoo.training import TrainConfig, seeded
 
     config, origin = load_config(source, overrides)
-    datasets = build_datasets(config["data"]["dataset"], config["data"])
-    model, class_names = build_model(config, datasets)
+    train_config = TrainConfig.from_dict(config.get("train") or {})
+    with seeded(train_config.seed):  # the same config and seed build the same datasets and initial weights
+        datasets = build_datasets(config["data"]["dataset"], config["data"])
+        model, class_names = build_model(config, datasets)
     return Recipe(
         name=str(config.get("name") or Path(origin).stem),
         origin=origin,
         config=config,
         model=model,
         datasets=datasets,
-        train_config=TrainConfig.from_dict(config.get("train") or {}),
+        train_config=train_config,
         class_names=class_names,
     )

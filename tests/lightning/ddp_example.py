@@ -1,4 +1,7 @@
-"""Train a brick collection on two CPU processes with DDP: the README's multi-device example.
+"""Train a brick collection on two CPU processes with DDP, recording what each process saw.
+
+The README's own example is run as written by ``test_readme_lightning.py``; this script is the
+same set-up on a tiny hand-made model, instrumented for the checks of ``test_ddp.py``.
 
 ``test_ddp.py`` runs ``python tests/lightning/ddp_example.py OUT_DIR``; Lightning starts the second
 process by running this script again (with ``LOCAL_RANK=1``). Besides training, every process writes
@@ -30,7 +33,7 @@ PROBE_SEED = 7
 
 
 def train(out_dir: str, devices: int = 2, extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
-    """The README example: the same module on one CPU, several GPUs or several nodes."""
+    """The README's set-up on the tiny model: the same module on one CPU, several GPUs or several nodes."""
     pl.seed_everything(0)
     collection = build_collection()  # any BrickCollection with MODEL, LOSS (and METRIC) bricks
     module = BrickLightningModule(

@@ -1,6 +1,6 @@
 """DDP with two CPU processes (gloo): gathered validation metrics equal one process on the same weights.
 
-The two-process run is ``ddp_example.py`` (the README example) started in a subprocess, so pytest's
+The two-process run is ``ddp_example.py`` started in a subprocess, so pytest's
 own process never joins a process group. The references are computed here, in one process, from
 the final checkpoint: by calling the modules directly with numpy/scikit-learn, and by Lightning's
 ``trainer.validate`` on one device.

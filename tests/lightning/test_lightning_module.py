@@ -19,13 +19,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lightning_testkit import NUM_CLASSES, MeanSquare, build_collection, make_dataset, make_tensors, reference_logits
+from lightning_testkit import (
+    NUM_CLASSES,
+    MeanSquare,
+    NamedTensorDataset,
+    build_collection,
+    make_dataset,
+    make_tensors,
+    reference_logits,
+)
 from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader
 
 from brickzoo import METRIC, BrickCollection, BrickLoss, BrickTrainable, Stage
-from brickzoo.errors import BrickDefinitionError, BrickInputError, BrickOutputError, MissingInputsError, WeightsError
+from brickzoo.errors import (
+    BrickDefinitionError,
+    BrickInputError,
+    BrickOutputError,
+    DataError,
+    MissingInputsError,
+    WeightsError,
+)
 from brickzoo.lightning import BrickLightningModule, load_collection_from_lightning_checkpoint
 
 
@@ -197,7 +212,7 @@ def test_missing_training_inputs_fail_before_any_optimizer_step(tmp_path: Path) 
     with pytest.raises(MissingInputsError) as info:
         trainer.fit(BrickLightningModule(collection, sgd()), loader(8, seed=1, with_labels=False))
     message = str(info.value)
-    assert "stage TRAIN (training_step): the batch misses inputs ['labels']" in message
+    assert message.startswith("BrickLightningModule, stage TRAIN (training_step): missing inputs ['labels']")
     assert "brick 'head/loss' needs ['labels']" in message and "brick 'head/ones' needs ['labels']" in message
     assert trainer.global_step == 0
     for name, value in parameters(collection).items():
@@ -206,7 +221,7 @@ def test_missing_training_inputs_fail_before_any_optimizer_step(tmp_path: Path) 
 
 def test_missing_validation_inputs_name_the_validation_stage() -> None:
     module = BrickLightningModule(build_collection(), sgd())
-    with pytest.raises(MissingInputsError, match=r"stage VALIDATION \(validation_step\).*\['labels'\]"):
+    with pytest.raises(MissingInputsError, match=r"stage VALIDATION \(validation_step\): missing inputs \['labels'\]"):
         make_trainer(max_steps=1).fit(module, loader(8, seed=1), loader(4, seed=2, with_labels=False))
 
 
@@ -233,12 +248,12 @@ def test_missing_inputs_are_listed_for_each_stage(dropped: set[str]) -> None:
         with pytest.raises(MissingInputsError) as info:
             step(batch, 0)
         assert f"stage {stage} " in str(info.value)
-        assert f"the batch misses inputs {missing}" in str(info.value)
+        assert f"missing inputs {missing}" in str(info.value)
 
 
 def test_a_batch_that_is_not_a_dict_is_refused() -> None:
     module = BrickLightningModule(build_collection(), sgd())
-    with pytest.raises(BrickInputError, match=r"stage TRAIN .*must be a dict of named tensors, got list"):
+    with pytest.raises(DataError, match=r"stage TRAIN .*must yield dicts of named tensors.*got a list"):
         module.training_step([torch.zeros(2, 3, 16, 16)], 0)  # type: ignore[arg-type]
 
 
@@ -261,7 +276,7 @@ def test_loss_named_like_the_total_and_non_scalar_losses_are_refused() -> None:
         nn.CrossEntropyLoss(reduction="none"), input_names=["head/logits", "labels"], output_names=["loss_ce"]
     )
     module = BrickLightningModule(collection, sgd())
-    with pytest.raises(BrickOutputError, match=r"stage TRAIN: loss 'loss_ce' has shape \[4\], expected a scalar"):
+    with pytest.raises(BrickOutputError, match=r"stage TRAIN: loss 'loss_ce' must be a scalar .*got Tensor\[4\]"):
         module.training_step(make_tensors(4, seed=0), 0)
 
 
@@ -343,3 +358,49 @@ def test_import_brickzoo_does_not_import_lightning() -> None:
     code = "import sys, brickzoo; print('lightning' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "False"
+
+
+# -- value checks on the first batch of each loader ---------------------------------------------
+class CheckedCrossEntropy(nn.Module):
+    """Cross-entropy whose ``check_inputs`` (the value checks kept out of forward) counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked_batches = 0
+
+    def check_inputs(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.checked_batches += 1
+        if int(labels.max()) >= logits.shape[1]:
+            raise BrickInputError(f"labels must be below {logits.shape[1]}, got {labels.max().item()}")
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels)
+
+
+def checked_collection() -> tuple[BrickCollection, CheckedCrossEntropy]:
+    collection = build_collection()
+    loss = CheckedCrossEntropy()
+    collection["head"]["loss"] = BrickLoss(loss, input_names=["./logits", "labels"], output_names=["./loss_ce"])
+    return collection, loss
+
+
+def test_the_first_batch_of_each_loader_gets_the_value_checks(tmp_path: Path) -> None:
+    collection, loss = checked_collection()
+    trainer = make_trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0)
+    trainer.fit(BrickLightningModule(collection, sgd()), loader(16, seed=1), loader(8, seed=2))  # 4 and 2 batches
+    assert loss.checked_batches == 2 + 2  # per epoch: the first training batch and the first validation batch
+    make_trainer().test(BrickLightningModule(collection, sgd()), loader(8, seed=3), verbose=False)
+    assert loss.checked_batches == 5
+
+
+def test_bad_target_values_fail_before_the_first_optimizer_step(tmp_path: Path) -> None:
+    collection, _ = checked_collection()
+    before = parameters(collection)
+    data = make_tensors(8, seed=1)
+    data["labels"][1] = NUM_CLASSES + 2
+    trainer = make_trainer(tmp_path, max_steps=2, num_sanity_val_steps=0)
+    with pytest.raises(BrickInputError, match=r"head/loss.*labels must be below 3, got 5"):
+        trainer.fit(BrickLightningModule(collection, sgd()), DataLoader(NamedTensorDataset(data), batch_size=4))
+    assert trainer.global_step == 0
+    for name, value in parameters(collection).items():
+        assert torch.equal(value, before[name])

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
-from training_toys import RenamingLoader, loader, toy_collection, weights
+from training_toys import ColourDataset, RenamingLoader, loader, toy_collection, weights
 
 from brickzoo import BrickCollection, BrickLoss, BrickTrainable, Stage
-from brickzoo.errors import BrickDefinitionError, ConfigError, DataError, MissingInputsError
+from brickzoo.errors import BrickDefinitionError, BrickInputError, ConfigError, DataError, MissingInputsError
 from brickzoo.training import TrainConfig, evaluate, fit
 
 
@@ -43,8 +43,8 @@ def test_missing_train_inputs_are_named_before_the_first_step() -> None:
     with pytest.raises(MissingInputsError) as info:
         fit(collection, train, config=quick(), quiet=True)
     message = str(info.value)
-    assert "['labels']" in message and "train_loader" in message and "TRAIN" in message
-    assert "brick 'head0/loss' reads ['labels']" in message and "'targets'" in message
+    assert message.startswith("train_loader (stage TRAIN): missing inputs ['labels']")
+    assert "brick 'head0/loss' needs ['labels']" in message and "got ['images', 'targets']" in message
     assert train.batches_read == 1  # only the first batch was looked at
     assert all(torch.equal(before[k], v) for k, v in weights(collection).items())
 
@@ -54,7 +54,7 @@ def test_missing_validation_inputs_are_named_before_training() -> None:
     before = weights(collection)
     train = RenamingLoader(loader(32), {})
     val = RenamingLoader(loader(16, seed=1, shuffle=False), {"images": "pixels"})
-    with pytest.raises(MissingInputsError, match=r"val_loader: the batches lack \['images'\]"):
+    with pytest.raises(MissingInputsError, match=r"val_loader \(stage VALIDATION\): missing inputs \['images'\]"):
         fit(collection, train, val, config=quick(), quiet=True)
     assert train.batches_read == 0
     assert all(torch.equal(before[k], v) for k, v in weights(collection).items())
@@ -187,3 +187,53 @@ def test_progress_bar_and_epoch_lines_when_not_quiet(capsys: pytest.CaptureFixtu
     assert [line.split(" (")[0] for line in lines] == ["epoch 1", "epoch 2"]
     assert "train/loss" in lines[0] and "val/head0/accuracy" in lines[0] and "train/head0/loss" not in lines[0]
     assert "epoch 2/2" in captured.err and "img_s=" in captured.err and "loss=" in captured.err
+
+
+class CheckedCrossEntropy(nn.Module):
+    """Cross-entropy whose ``check_inputs`` (the value checks kept out of forward) counts its calls."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.checked_batches = 0
+
+    def check_inputs(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.checked_batches += 1
+        if int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
+            raise BrickInputError(f"labels must lie in [0, {self.num_classes}), got {labels.unique().tolist()}")
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels)
+
+
+def checked_collection() -> tuple[BrickCollection, CheckedCrossEntropy]:
+    collection = toy_collection(visualize=False)
+    loss = CheckedCrossEntropy(3)
+    collection["head0"]["loss"] = BrickLoss(loss, ["./logits", "labels"], ["./loss"])
+    return collection, loss
+
+
+def test_the_first_batch_of_each_epoch_and_validation_gets_the_value_checks() -> None:
+    collection, loss = checked_collection()
+    fit(collection, loader(48), loader(32, seed=1), quick(epochs=2), quiet=True)  # 3 train, 2 val batches
+    assert loss.checked_batches == 2 + 2  # the first training batch and the first validation batch, per epoch
+    evaluate(collection, loader(32, seed=2), device="cpu", stage=Stage.TEST)
+    assert loss.checked_batches == 5
+
+
+def test_bad_target_values_fail_before_the_first_optimizer_step() -> None:
+    collection, _ = checked_collection()
+    before = {name: p.detach().clone() for name, p in collection.named_parameters()}
+    data = loader(16, batch_size=8, shuffle=False)
+    data.dataset.labels[0] = 7  # the first batch holds a class index out of range
+    with pytest.raises(BrickInputError, match=r"head0/loss.*labels must lie in \[0, 3\), got \[.*7\]"):
+        fit(collection, data, config=quick(), quiet=True)
+    assert all(torch.equal(before[name], p) for name, p in collection.named_parameters())  # no optimizer step
+    with pytest.raises(BrickInputError, match=r"head0/loss.*labels must lie in \[0, 3\)"):
+        evaluate(collection, data, device="cpu", stage=Stage.VALIDATION)
+
+
+def test_a_training_set_smaller_than_one_batch_with_drop_last_names_both_sizes() -> None:
+    data = torch.utils.data.DataLoader(ColourDataset(3, seed=0), batch_size=4, shuffle=True, drop_last=True)
+    with pytest.raises(DataError, match=r"dataset has 3 samples, fewer than batch_size=4, and drop_last=True"):
+        fit(toy_collection(), data, config=quick(), quiet=True)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+import random
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from brickzoo import Stage
-from brickzoo.errors import ConfigError
-from brickzoo.zoo import apply_overrides, build_recipe, list_configs, load_config, validate_config
+from brickzoo.cli import main
+from brickzoo.errors import BrickRuntimeError, ConfigError
+from brickzoo.training import fit
+from brickzoo.zoo import Recipe, apply_overrides, build_recipe, list_configs, load_config, validate_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "zoo_configs"
 CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
@@ -140,10 +146,12 @@ def test_a_valid_config_passes() -> None:
             "model.preprocessor.normalized: is set by the recipe itself and cannot be given here",
         ),
         (
-            lambda c: c["model"]["backbone"].update(features="x"),
-            "model.backbone.features: is set by the recipe itself and cannot be given here",
+            lambda c: c["model"]["backbone"].update(output="x"),
+            "model.backbone.output: is set by the recipe itself and cannot be given here",
         ),
         (lambda c: c.update(export={"batch_size": "two"}), "export.batch_size: expected"),
+        (lambda c: c["data"].update(drop_last="yes"), "data.drop_last: expected true or false, got str 'yes'"),
+        (lambda c: c["train"].update(freeze=5), "train: freeze must be a list of brick path patterns, got 5"),
     ],
 )
 def test_each_bad_input_is_reported_with_its_key_path(change, expected: str) -> None:
@@ -238,3 +246,69 @@ def test_a_factory_refusing_its_settings_is_reported_with_the_section_path() -> 
     message = str(error.value)
     assert message.startswith("model.neck: fpn_bricks: levels=[9]: [9] are not among them")
     assert "4 (features/level4: 512 channels, stride 32)" in message
+
+
+# -- same config and seed, same run -------------------------------------------------------------
+def parameters(recipe: Recipe) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in recipe.model.state_dict().items()}
+
+
+def test_two_builds_of_one_config_hold_identical_weights_whatever_the_global_generators() -> None:
+    torch.manual_seed(1)
+    first = parameters(build_recipe(base_config()))
+    torch.manual_seed(2)
+    np.random.seed(2)
+    random.seed(2)
+    state = torch.get_rng_state()
+    second = parameters(build_recipe(base_config()))
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generators go on untouched
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    other = parameters(build_recipe(base_config(), ["train.seed=1"]))
+    assert any(not torch.equal(first[name], other[name]) for name in first)  # the seed is what decides
+
+
+def test_two_train_runs_of_one_config_write_the_same_metrics(tmp_path: Path) -> None:
+    overrides = [*TINY, "data.args.image_size=32", "train.epochs=2", "train.device=cpu"]
+    records = []
+    for run, seed in (("a", 3), ("b", 4)):
+        torch.manual_seed(seed)  # whatever state the process is in
+        out = tmp_path / run
+        assert main(["train", "shapes_multitask", "--out", str(out), "--quiet", "--no-export", *overrides]) == 0
+        lines = (out / "shapes_multitask" / "metrics.jsonl").read_text().splitlines()
+        records.append([json.loads(line) for line in lines])
+    wall_time = ("seconds", "images_per_second")
+    first, second = ([{k: v for k, v in r.items() if not k.endswith(wall_time)} for r in rs] for rs in records)
+    assert len(first) == 2 and "val/detect/map" in first[0]
+    assert first == second
+
+
+# -- the last batch ----------------------------------------------------------------------------------
+def batch_sizes(loader: Any) -> list[int]:
+    return [int(batch["images"].shape[0]) for batch in loader]
+
+
+def test_the_training_loader_drops_a_last_batch_of_one_image_and_evaluation_keeps_it() -> None:
+    # 9 images in batches of 4 leave a last batch of one image
+    nine = ["data.train.num_samples=9", "data.val={num_samples: 9, seed: 5}", "data.batch_size=4"]
+    recipe = build_recipe(base_config(), nine)
+    assert recipe.drop_last
+    assert batch_sizes(recipe.loader("train")) == [4, 4]
+    assert batch_sizes(recipe.loader("val")) == [4, 4, 1]  # never dropped when evaluating
+    assert batch_sizes(recipe.loader("train", shuffle=False)) == [4, 4, 1]
+    fit(recipe.model, recipe.loader("train"), config=recipe.train_config, quiet=True)
+    # the batch of one is what breaks BatchNorm in training (the deepest level of 32 px images is 1x1)
+    keep = build_recipe(base_config(), [*nine, "data.drop_last=false"])
+    assert batch_sizes(keep.loader("train")) == [4, 4, 1]
+    with pytest.raises(BrickRuntimeError, match="Expected more than 1 value per channel when training"):
+        fit(keep.model, keep.loader("train"), config=keep.train_config, quiet=True)
+
+
+def test_a_training_set_smaller_than_one_batch_is_a_config_error_naming_both_sizes() -> None:
+    recipe = build_recipe(base_config(), ["data.train.num_samples=3", "data.batch_size=4"])
+    with pytest.raises(ConfigError, match=r"training split has 3 samples, fewer than one batch \(data.batch_size=4\)"):
+        recipe.loader("train")
+    assert batch_sizes(
+        build_recipe(base_config(), ["data.train.num_samples=3", "data.drop_last=false"]).loader("train")
+    ) == [3]
