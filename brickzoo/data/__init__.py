@@ -10,7 +10,13 @@ DataLoader that uses it.
 Image files are read as they are displayed (EXIF orientation applied, alpha dropped, 16-bit grey
 scaled by 65535); :func:`load_image` reads one file the same way, e.g. for prediction. Datasets
 that drop or clip annotations, or doubt their masks, say so with a
-:class:`~brickzoo.errors.DataWarning` that counts the cases.
+:class:`~brickzoo.errors.DataWarning` that counts the cases; ``skip_unreadable=True`` leaves out
+images that cannot be decoded, counted the same way.
+
+Detection data is read from COCO JSON, the Ultralytics YOLO layout and Pascal VOC XML.
+Augmentation and resizing (letterbox, the transform registry configs name, per-task defaults,
+:class:`~brickzoo.data.transforms.TransformedDataset`) live in :mod:`brickzoo.data.transforms`, which
+imports torchvision (this package does not).
 """
 
 from brickzoo.data._coco import CocoDetectionDataset
@@ -20,12 +26,15 @@ from brickzoo.data._digits import DigitsDataset
 from brickzoo.data._folders import ImageFolderDataset, SegmentationFolderDataset
 from brickzoo.data._preview import draw_sample, preview_grid
 from brickzoo.data._shapes import AVAILABLE_SHAPE_NAMES, SHAPE_NAMES, ShapesDataset
+from brickzoo.data._voc import VOC_CLASS_NAMES, VocDetectionDataset
+from brickzoo.data._yolo import YoloDetectionDataset
 
 __all__ = [
     "AVAILABLE_SHAPE_NAMES",
     "DEFAULT_PAD_VALUES",
     "IMAGE_EXTENSIONS",
     "SHAPE_NAMES",
+    "VOC_CLASS_NAMES",
     "CocoDetectionDataset",
     "DigitsDataset",
     "ImageFolderDataset",
@@ -33,6 +42,8 @@ __all__ = [
     "NamedDataset",
     "SegmentationFolderDataset",
     "ShapesDataset",
+    "VocDetectionDataset",
+    "YoloDetectionDataset",
     "collate_named",
     "draw_sample",
     "load_image",

@@ -20,6 +20,7 @@ from brickzoo.data._common import (
     normalize_image_size,
     open_image,
     read_header,
+    readable_rows,
 )
 from brickzoo.errors import DataError, DataWarning
 
@@ -59,6 +60,9 @@ class CocoDetectionDataset(NamedDataset):
         include_crowd: keep ``iscrowd = 1`` annotations as ordinary boxes.
         strict: raise a DataError instead of warning about bad boxes or a missing
             ``annotations`` list (``data.args.strict: true`` in a zoo config).
+        skip_unreadable: decode every image at construction and leave out those that cannot be
+            decoded (with their annotations), with a :class:`~brickzoo.errors.DataWarning`
+            counting them and naming the first (default: fail when one is read).
 
     Raises:
         DataError: the JSON is missing, unreadable or malformed, an annotation names an unknown
@@ -80,6 +84,7 @@ class CocoDetectionDataset(NamedDataset):
         image_size: ImageSize | None = None,
         include_crowd: bool = False,
         strict: bool = False,
+        skip_unreadable: bool = False,
     ) -> None:
         self.annotation_file = Path(annotation_file)
         self.image_root = Path(image_root)
@@ -88,7 +93,7 @@ class CocoDetectionDataset(NamedDataset):
         data = _read_json(self.annotation_file)
         where = repr(str(self.annotation_file))
         self._read_categories(data, where)
-        self._read_images(data, where)
+        self._read_images(data, where, skip_unreadable)
         report = _Report(no_annotations="annotations" not in data)
         self._boxes, self._labels = self._read_annotations(data, where, include_crowd, report)
         message = report.message(where, len(self.files))
@@ -107,7 +112,7 @@ class CocoDetectionDataset(NamedDataset):
         self.num_classes = len(self.class_names)
         self.tasks = {"detection": list(self.class_names)}
 
-    def _read_images(self, data: dict[str, Any], where: str) -> None:
+    def _read_images(self, data: dict[str, Any], where: str, skip_unreadable: bool) -> None:
         images = _records(data, "images", ("id", "file_name"), where, required=True)
         self.image_ids: list[int] = [int(im["id"]) for im in images]
         if len(set(self.image_ids)) != len(self.image_ids):
@@ -122,6 +127,12 @@ class CocoDetectionDataset(NamedDataset):
                 f"{_OWNER}: {len(missing)} image file(s) listed in {where} do not exist under "
                 f"{str(self.image_root)!r}: {shown}"
             )
+        self._skipped_ids: set[int] = set()  # images left out by skip_unreadable; their annotations are skipped
+        if skip_unreadable:
+            kept = readable_rows([[path] for path in self.files], _OWNER, where)
+            self._skipped_ids = set(self.image_ids) - {self.image_ids[row] for row in kept}
+            images = [images[row] for row in kept]
+            self.image_ids, self.files = [self.image_ids[row] for row in kept], [self.files[row] for row in kept]
         self.sizes: list[tuple[int, int]] = []  # (width, height) as displayed
         for number, (image, path) in enumerate(zip(images, self.files, strict=True)):
             if "width" not in image or "height" not in image:
@@ -146,6 +157,8 @@ class CocoDetectionDataset(NamedDataset):
         labels: list[list[int]] = [[] for _ in self.files]
         for number, ann in enumerate(_records(data, "annotations", ("image_id", "category_id", "bbox"), where)):
             name = str(ann.get("id", f"#{number}"))
+            if ann["image_id"] in self._skipped_ids:
+                continue
             if ann["image_id"] not in row_of:
                 raise DataError(
                     f"{_OWNER}: annotation {name} in {where} points to image_id {ann['image_id']!r}, "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numbers
 import struct
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeGuard
@@ -39,7 +40,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import Dataset
 
-from brickzoo.errors import DataError
+from brickzoo.errors import DataError, DataWarning
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 """File extensions (lower case) the folder datasets read as images."""
@@ -53,6 +54,7 @@ _SIXTEEN_BIT_MAX = 65535.0
 _TIFF_BITS_PER_SAMPLE = 258
 _BITS_KEY = "brickzoo_bits_per_sample"  # open_image notes a TIFF's declared depth in ``info`` (the copy loses tags)
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the image by 90 degrees
+_SHOWN_UNREADABLE = 5  # unreadable files named in the warning of skip_unreadable
 
 
 class NamedDataset(Dataset[dict[str, Any]]):
@@ -304,3 +306,54 @@ def list_images(folder: Path, owner: str) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{owner}: expected a folder of images at {str(folder)!r}, but it is not a directory")
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def decode_error(path: Path) -> str | None:
+    """Why ``path`` cannot be decoded as an image (``"OSError: image file is truncated"``), or None if it can.
+
+    Every byte of the file is decoded (JPEGs at 1/8 scale, which still reads all their data), so
+    a truncated or corrupt file is found; this costs about a quarter of reading the image.
+    """
+    try:
+        with Image.open(path) as image:
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))  # JPEG only
+            image.load()
+    except _DECODE_ERRORS as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def readable_rows(paths: Sequence[Sequence[Path]], owner: str, where: str) -> list[int]:
+    """Indices of the rows whose files all decode; one DataWarning counts and names the others.
+
+    For the ``skip_unreadable=True`` option of the datasets: each row holds the files of one
+    sample (an image, or an image and its mask), decoded with :func:`decode_error`.
+
+    Args:
+        paths: per sample, the files it reads.
+        owner: the dataset class, for messages.
+        where: the folder or annotation file the samples come from, for messages.
+
+    Raises:
+        DataError: no row is readable (nothing would be left to train on).
+    """
+    kept: list[int] = []
+    skipped: list[str] = []
+    for row, files in enumerate(paths):
+        errors = [f"{str(path)!r} ({error})" for path in files if (error := decode_error(path)) is not None]
+        if errors:
+            skipped.append(errors[0])
+        else:
+            kept.append(row)
+    if not kept and paths:
+        raise DataError(f"{owner}: none of the {len(paths)} images in {where} can be decoded, e.g. {skipped[0]}")
+    if skipped:
+        shown = "; ".join(skipped[:_SHOWN_UNREADABLE])
+        more = f"; and {len(skipped) - _SHOWN_UNREADABLE} more" if len(skipped) > _SHOWN_UNREADABLE else ""
+        warnings.warn(
+            f"{owner}: skipped {len(skipped)} of the {len(paths)} samples in {where} because a file cannot be decoded "
+            f"(skip_unreadable=True): {shown}{more}",
+            DataWarning,
+            stacklevel=3,
+        )
+    return kept

@@ -23,6 +23,7 @@ from brickzoo.data._common import (
     open_image,
     orientation_note,
     read_image,
+    readable_rows,
     verify_image,
 )
 from brickzoo.errors import DataError, DataWarning
@@ -60,6 +61,9 @@ class ImageFolderDataset(NamedDataset):
         class_names: the classes to read and their order; default: every sub-folder, sorted.
         verify: read every file's header at construction, so an unreadable file fails at once
             rather than during training.
+        skip_unreadable: decode every file at construction and leave out those that cannot be
+            decoded, with a :class:`~brickzoo.errors.DataWarning` counting them and naming the
+            first (default: fail when one is read).
 
     Raises:
         DataError: ``root`` is not a folder, has no class folders, a class folder is missing
@@ -79,6 +83,7 @@ class ImageFolderDataset(NamedDataset):
         image_size: ImageSize | None = None,
         class_names: Sequence[str] | None = None,
         verify: bool = False,
+        skip_unreadable: bool = False,
     ) -> None:
         owner = "ImageFolderDataset"
         self.root = Path(root)
@@ -114,6 +119,9 @@ class ImageFolderDataset(NamedDataset):
                     f"{', '.join(IMAGE_EXTENSIONS)}"
                 )
             self.samples += [(path, label) for path in files]
+        if skip_unreadable:
+            kept = readable_rows([[path] for path, _ in self.samples], owner, repr(str(self.root)))
+            self.samples = [self.samples[row] for row in kept]
         if verify:
             for path, _ in self.samples:
                 verify_image(path, owner)
@@ -161,6 +169,9 @@ class SegmentationFolderDataset(NamedDataset):
             in the class indices), since each becomes a class the model must predict.
         class_names: optional names, ``num_classes`` of them (default "background", "class_1", ...).
         ignore_index: the mask value that marks pixels to ignore.
+        skip_unreadable: decode every image and mask at construction and leave out the pairs
+            where one cannot be decoded, with a :class:`~brickzoo.errors.DataWarning` counting
+            them and naming the first (default: fail when one is read).
 
     Raises:
         DataError: a folder is missing or empty, two files share a stem, an image has no mask,
@@ -183,6 +194,7 @@ class SegmentationFolderDataset(NamedDataset):
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         ignore_index: int = 255,
+        skip_unreadable: bool = False,
     ) -> None:
         owner = "SegmentationFolderDataset"
         self.image_dir = Path(image_dir)
@@ -190,6 +202,8 @@ class SegmentationFolderDataset(NamedDataset):
         self.image_size = normalize_image_size(image_size, owner)
         self.ignore_index = int(ignore_index)
         self.pairs: list[tuple[Path, Path]] = _pair_files(self.image_dir, self.mask_dir, owner)
+        if skip_unreadable:
+            self.pairs = [self.pairs[row] for row in readable_rows(self.pairs, owner, repr(str(self.image_dir)))]
         if num_classes is None:
             num_classes = self._infer_num_classes(class_names)
         if num_classes < 1:
