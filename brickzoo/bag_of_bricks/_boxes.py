@@ -15,6 +15,7 @@ __all__ = [
     "anchor_points",
     "boxes_to_ltrb",
     "centerness_from_ltrb",
+    "generalized_box_iou_loss",
     "greedy_nms_keep_sorted",
     "level_points",
     "ltrb_to_boxes",
@@ -128,6 +129,37 @@ def centerness_from_ltrb(ltrb: torch.Tensor) -> torch.Tensor:
         top_bottom.min(dim=-1).values / top_bottom.max(dim=-1).values
     )
     return ratio.clamp(min=0).sqrt()
+
+
+def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """GIoU loss ``1 - GIoU`` of paired boxes, elementwise over any leading dimensions.
+
+    The formula of ``torchvision.ops.generalized_box_iou_loss`` (same ``eps`` placement, so the
+    same numbers), with the intersection computed as ``clamp(width, 0) * clamp(height, 0)``
+    instead of torchvision's boolean-mask assignment, whose data-dependent shape breaks
+    ``torch.compile`` graphs. Finite for any finite boxes, empty ones included.
+
+    Args:
+        boxes1 (Tensor[..., 4]): ``(x1, y1, x2, y2)``.
+        boxes2 (Tensor[..., 4]): ``(x1, y1, x2, y2)``, same shape.
+        eps: added to the union and to the enclosing area before dividing.
+
+    Returns:
+        loss (Tensor[...]): in ``[0, 2]`` for proper boxes; 0 for identical ones (up to ``eps``).
+
+    Example:
+        >>> generalized_box_iou_loss(torch.tensor([0.0, 0, 2, 2]), torch.tensor([1.0, 0, 3, 2])).item()
+        0.6666666269302368
+    """
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)  # [...] each
+    u1, v1, u2, v2 = boxes2.unbind(dim=-1)  # [...] each
+    width = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0)  # [...]
+    height = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp(min=0)  # [...]
+    intersection = width * height
+    union = (x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - intersection
+    iou = intersection / (union + eps)
+    enclosing = (torch.maximum(x2, u2) - torch.minimum(x1, u1)) * (torch.maximum(y2, v2) - torch.minimum(y1, v1))
+    return 1 - (iou - (enclosing - union) / (enclosing + eps))
 
 
 def pairwise_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:

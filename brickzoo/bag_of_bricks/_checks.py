@@ -1,8 +1,11 @@
 """Input checks shared by the zoo's modules.
 
-They run on every forward, so each is a handful of attribute reads on the tensor, plus (for
-class indices) one reduction. Messages say what was got and what was expected; the collection
-puts the brick path in front of them.
+Two kinds: layout checks (type, dtype, ndim, shape) read only tensor metadata, so they run in
+every ``forward``/``update`` at no cost and trace into ``torch.compile`` graphs as guards; value
+checks (:func:`check_class_index_values`) read tensor data on the host, so they only run from a
+module's ``check_inputs`` (called by ``BrickCollection.check_batch`` on the first batch of each
+loader). Messages say what was got and what was expected; the collection puts the brick path in
+front of them.
 """
 
 from __future__ import annotations
@@ -27,26 +30,32 @@ def check_images(images: torch.Tensor, what: str = "images", channels: int | Non
         )
 
 
-def check_class_indices(
-    targets: torch.Tensor, num_classes: int, what: str = "targets", ignore_index: int | None = None, ndim: int = 1
-) -> None:
-    """Integer class indices in ``[0, num_classes)`` (``ignore_index`` allowed) of ``ndim`` dimensions."""
+def check_class_index_layout(targets: torch.Tensor, what: str = "targets", ndim: int = 1) -> None:
+    """Integer class indices of ``ndim`` dimensions (metadata only, no data is read)."""
     if not isinstance(targets, torch.Tensor):
         raise BrickInputError(f"{what}: expected an int64 tensor of class indices, got {type(targets).__name__}")
     if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.ndim != ndim:
         layout = "[B]" if ndim == 1 else "[B, H, W]" if ndim == 3 else f"{ndim}-D"
         raise BrickInputError(f"{what}: expected int64 class indices {layout}, got {_shape(targets)}")
-    if targets.numel() == 0:
-        return
+
+
+def check_class_index_values(
+    targets: torch.Tensor, num_classes: int, what: str = "targets", ignore_index: int | None = None
+) -> None:
+    """Class indices in ``[0, num_classes)`` (``ignore_index`` allowed); reads the data on the host."""
     valid = targets if ignore_index is None else targets[targets != ignore_index]
-    if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= num_classes):
+    if valid.numel() == 0:
+        return
+    low, high = int(valid.min()), int(valid.max())
+    if low < 0 or high >= num_classes:
         raise BrickInputError(
             f"{what}: class indices must be in [0, {num_classes - 1}]"
             + (f" or {ignore_index} (ignored)" if ignore_index is not None else "")
-            + f"; got values from {int(valid.min())} to {int(valid.max())}"
+            + f"; got values from {low} to {high}"
         )
 
 
 def check_batch(value: torch.Tensor, batch_size: int, what: str) -> None:
+    """``value`` holds ``batch_size`` samples (its first dimension)."""
     if value.shape[0] != batch_size:
         raise BrickInputError(f"{what}: batch size {value.shape[0]} differs from the predictions' {batch_size}")

@@ -33,7 +33,7 @@ from torchmetrics.classification import (
 
 from brickzoo._bricks import BrickInterface, BrickLoss, BrickMetrics, BrickPerImageVisualization, BrickTrainable
 from brickzoo._draw import draw_label, get_font, image_to_pil, palette
-from brickzoo.bag_of_bricks._checks import _shape, check_batch, check_class_indices
+from brickzoo.bag_of_bricks._checks import _shape, check_batch, check_class_index_layout, check_class_index_values
 from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.errors import BrickDefinitionError, BrickInputError
@@ -117,16 +117,39 @@ class ClassificationHead(nn.Module):
 
 
 # -- loss ------------------------------------------------------------------------------------------
-def _check_multilabel_targets(targets: torch.Tensor, num_classes: int, what: str) -> None:
-    """Multi-hot targets Tensor[B, num_classes], float in [0, 1] or integer 0/1."""
-    if not isinstance(targets, torch.Tensor):
-        raise BrickInputError(f"{what}: expected a multi-hot tensor [B, {num_classes}], got {type(targets).__name__}")
-    if targets.ndim != 2 or targets.shape[1] != num_classes or targets.dtype.is_complex:
-        hint = "; for class indices [B] use multilabel=False" if targets.ndim == 1 else ""
-        raise BrickInputError(
-            f"{what}: expected multi-hot targets [B, {num_classes}] (float in [0, 1] or int 0/1), "
-            f"got {_shape(targets)}{hint}"
-        )
+def _check_targets_layout(
+    targets: torch.Tensor, num_classes: int, multilabel: bool, what: str, batch_size: int
+) -> None:
+    """Targets of the right type, dtype and shape for ``batch_size`` samples; reads metadata only.
+
+    Class indices Tensor[B] (with a hint for one-hot targets), or multi-hot Tensor[B, num_classes].
+    """
+    if multilabel:
+        if not isinstance(targets, torch.Tensor):
+            raise BrickInputError(
+                f"{what}: expected a multi-hot tensor [B, {num_classes}], got {type(targets).__name__}"
+            )
+        if targets.ndim != 2 or targets.shape[1] != num_classes or targets.dtype.is_complex:
+            hint = "; for class indices [B] use multilabel=False" if targets.ndim == 1 else ""
+            raise BrickInputError(
+                f"{what}: expected multi-hot targets [B, {num_classes}] (float in [0, 1] or int 0/1), "
+                f"got {_shape(targets)}{hint}"
+            )
+    else:
+        if isinstance(targets, torch.Tensor) and targets.ndim == 2 and targets.shape[1] == num_classes:
+            raise BrickInputError(
+                f"{what}: expected int64 class indices [B], got {_shape(targets)}; "
+                "for multi-hot or one-hot targets use multilabel=True, or pass targets.argmax(dim=1)"
+            )
+        check_class_index_layout(targets, what=what)
+    check_batch(targets, batch_size, what)
+
+
+def _check_targets_values(targets: torch.Tensor, num_classes: int, multilabel: bool, what: str) -> None:
+    """Class indices in ``[0, num_classes)``, or multi-hot values in [0, 1]; reads the targets on the host."""
+    if not multilabel:
+        check_class_index_values(targets, num_classes, what=what)
+        return
     if targets.numel() == 0 or targets.dtype == torch.bool:
         return
     low, high = float(targets.min()), float(targets.max())
@@ -136,16 +159,6 @@ def _check_multilabel_targets(targets: torch.Tensor, num_classes: int, what: str
             f"{what}: multi-hot targets must be {'0 or 1' if integral else 'in [0, 1]'}; "
             f"got values from {low:g} to {high:g}"
         )
-
-
-def _check_class_targets(targets: torch.Tensor, num_classes: int, what: str) -> None:
-    """Class indices Tensor[B] in ``[0, num_classes)``, with a hint for one-hot targets."""
-    if isinstance(targets, torch.Tensor) and targets.ndim == 2 and targets.shape[1] == num_classes:
-        raise BrickInputError(
-            f"{what}: expected int64 class indices [B], got {_shape(targets)}; "
-            "for multi-hot or one-hot targets use multilabel=True, or pass targets.argmax(dim=1)"
-        )
-    check_class_indices(targets, num_classes, what=what)
 
 
 class ClassificationLoss(nn.Module):
@@ -167,8 +180,9 @@ class ClassificationLoss(nn.Module):
         ``{"loss": the mean loss over the batch (a scalar tensor)}``.
 
     Raises:
-        BrickInputError: targets of the wrong dtype or shape, a batch size other than the logits',
-            or class indices outside ``[0, num_classes)``.
+        BrickInputError: targets of the wrong dtype or shape, or a batch size other than the
+            logits' (``forward``); also class indices outside ``[0, num_classes)`` or multi-hot
+            values outside [0, 1] (``check_inputs``, which reads the targets on the host).
 
     Example:
         >>> loss = ClassificationLoss(num_classes=3)
@@ -188,23 +202,26 @@ class ClassificationLoss(nn.Module):
         self.label_smoothing = label_smoothing
         self.targets_name = targets_name
 
+    def check_inputs(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """The checks of ``forward`` plus the values of ``targets``, read on the host (once per loader)."""
+        what = f"targets {self.targets_name!r}"
+        _check_targets_layout(targets, self.num_classes, self.multilabel, what, logits.shape[0])
+        _check_targets_values(targets, self.num_classes, self.multilabel, what)
+
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         what = f"targets {self.targets_name!r}"
+        _check_targets_layout(targets, self.num_classes, self.multilabel, what, logits.shape[0])
         if self.multilabel:
-            _check_multilabel_targets(targets, self.num_classes, what)
-            check_batch(targets, logits.shape[0], what)
             soft = targets.to(logits.dtype)  # [B, C]
             if self.label_smoothing > 0:
                 soft = soft * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
             return {"loss": F.binary_cross_entropy_with_logits(logits, soft)}
-        _check_class_targets(targets, self.num_classes, what)
-        check_batch(targets, logits.shape[0], what)
         return {"loss": F.cross_entropy(logits, targets.long(), label_smoothing=self.label_smoothing)}
 
 
 # -- metrics ---------------------------------------------------------------------------------------
 class ClassificationMetrics(MetricCollection):
-    """Accuracy (micro and macro), macro F1 and the confusion matrix, with the targets checked first.
+    """Accuracy (micro and macro), macro F1 and the confusion matrix of class predictions.
 
     Keys: ``accuracy``, ``accuracy_macro``, ``f1``, ``confusion_matrix``; torchmetrics' multilabel
     variants when ``multilabel``: the confusion matrix is then Tensor[num_classes, 2, 2], float
@@ -217,9 +234,11 @@ class ClassificationMetrics(MetricCollection):
         threshold: multilabel only: passed to torchmetrics (used for float predictions).
         targets_name: the targets' tensor name, used in error messages.
 
-    Inputs (``update``):
+    Inputs (``update`` and ``check_inputs``):
         predictions: class indices Tensor[B]; multilabel: Tensor[B, num_classes] 0/1.
         targets: class indices Tensor[B]; multilabel: multi-hot Tensor[B, num_classes].
+
+    ``update`` checks the targets' layout; ``check_inputs`` also their values (on the host).
 
     Example:
         >>> metrics = ClassificationMetrics(num_classes=3)
@@ -251,14 +270,17 @@ class ClassificationMetrics(MetricCollection):
         self.multilabel = multilabel
         self.targets_name = targets_name
 
+    def check_inputs(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
+        """The checks of ``update`` plus the values of ``targets``, read on the host (once per loader)."""
+        what = f"targets {self.targets_name!r}"
+        _check_targets_layout(targets, self.num_classes, self.multilabel, what, predictions.shape[0])
+        _check_targets_values(targets, self.num_classes, self.multilabel, what)
+
     def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:  # type: ignore[override]
         what = f"targets {self.targets_name!r}"
+        _check_targets_layout(targets, self.num_classes, self.multilabel, what, predictions.shape[0])
         if self.multilabel:
-            _check_multilabel_targets(targets, self.num_classes, what)
             targets = targets.round().long() if targets.dtype.is_floating_point else targets.long()
-        else:
-            _check_class_targets(targets, self.num_classes, what)
-        check_batch(targets, predictions.shape[0], what)
         super().update(predictions, targets)
 
 

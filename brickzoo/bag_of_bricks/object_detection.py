@@ -47,6 +47,7 @@ from brickzoo.bag_of_bricks._boxes import (
     anchor_points,
     boxes_to_ltrb,
     centerness_from_ltrb,
+    generalized_box_iou_loss,
     greedy_nms_keep_sorted,
     ltrb_to_boxes,
 )
@@ -272,8 +273,70 @@ class DetectionPostprocessor(nn.Module):
 
 
 # -- loss ------------------------------------------------------------------------------------------
+def _check_targets_layout(
+    targets: Any, target_labels: Any, batch_size: int, names: tuple[str, str] = ("boxes", "box_labels")
+) -> None:
+    """Ground truth as float boxes ``[B, M, 4]`` and int64 labels ``[B, M]`` for ``batch_size`` images.
+
+    Reads metadata only, so it runs on every call; ``names`` are the tensors' names for the messages.
+    """
+    boxes_name, labels_name = names
+    if (
+        not isinstance(targets, torch.Tensor)
+        or not targets.is_floating_point()
+        or targets.ndim != 3
+        or targets.shape[-1] != 4
+    ):
+        raise BrickInputError(
+            f"{boxes_name}: expected float boxes [B, M, 4] (x1, y1, x2, y2 in input pixels), got {_describe(targets)}"
+        )
+    if not isinstance(target_labels, torch.Tensor) or target_labels.dtype != torch.int64 or target_labels.ndim != 2:
+        raise BrickInputError(
+            f"{labels_name}: expected int64 labels [B, M] padded with -1, got {_describe(target_labels)}"
+        )
+    if target_labels.shape != targets.shape[:2]:
+        raise BrickInputError(
+            f"{boxes_name} {_describe(targets)} and {labels_name} {_describe(target_labels)} disagree: "
+            "expected boxes [B, M, 4] and labels [B, M] with the same B and M"
+        )
+    if targets.shape[0] != batch_size:
+        raise BrickInputError(f"{boxes_name}: batch size {targets.shape[0]} differs from the predictions' {batch_size}")
+
+
+def _check_target_values(
+    targets: torch.Tensor,
+    target_labels: torch.Tensor,
+    num_classes: int | None,
+    names: tuple[str, str] = ("boxes", "box_labels"),
+) -> None:
+    """Labels in ``[0, num_classes)`` or -1, finite boxes with ``x2 >= x1`` and ``y2 >= y1`` for real objects.
+
+    Reads the targets on the host: for ``check_inputs``, never for ``forward``.
+    """
+    boxes_name, labels_name = names
+    if target_labels.numel() == 0:
+        return
+    low, high = int(target_labels.min()), int(target_labels.max())
+    if low < -1 or (num_classes is not None and high >= num_classes):
+        expected = f"in [0, {num_classes - 1}] (num_classes={num_classes})" if num_classes is not None else ">= 0"
+        raise BrickInputError(
+            f"{labels_name}: labels must be {expected} or -1 for padding; got values from {low} to {high}"
+        )
+    real = targets[target_labels >= 0]  # [P, 4]
+    if not bool(torch.isfinite(real).all()):
+        raise BrickInputError(f"{boxes_name}: boxes of real objects (label >= 0) must be finite, got NaN or inf")
+    inverted = (real[:, 2] < real[:, 0]) | (real[:, 3] < real[:, 1])  # [P]
+    if bool(inverted.any()):
+        first = [round(float(v), 2) for v in real[inverted][0]]
+        raise BrickInputError(
+            f"{boxes_name}: expected boxes as (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1, got "
+            f"{int(inverted.sum())} with x2 < x1 or y2 < y1, e.g. {first}; convert (x, y, w, h) boxes with "
+            "torchvision.ops.box_convert"
+        )
+
+
 class FCOSLoss(nn.Module):
-    """FCOS target assignment and losses.
+    """FCOS target assignment and losses, dense over every location and free of host reads.
 
     A location is positive for a ground-truth box when its point lies inside the box, within
     ``center_sampling_radius * stride`` of the box centre (in both x and y; None disables this),
@@ -283,12 +346,17 @@ class FCOSLoss(nn.Module):
 
     - ``loss_cls``: sigmoid focal loss (``torchvision.ops.sigmoid_focal_loss``) over all
       locations and classes, divided by the number of positives (at least 1);
-    - ``loss_box``: GIoU loss (``torchvision.ops.generalized_box_iou_loss``) of the positives'
-      decoded boxes, weighted by their centre-ness targets (weighted mean);
+    - ``loss_box``: GIoU loss (:func:`~brickzoo.bag_of_bricks._boxes.generalized_box_iou_loss`) of
+      the positives' decoded boxes, weighted by their centre-ness targets (weighted mean);
     - ``loss_ctr``: BCE between centre-ness logits and targets over the positives, divided by
       the number of positives (at least 1).
 
-    Images without objects give finite losses (only ``loss_cls`` is non-zero).
+    Every term is computed for every location and masked to the positives (no boolean
+    indexing), so shapes never depend on the data: ``forward`` never waits on the device and
+    compiles into one graph. Background locations compute on a stand-in unit box, so neither
+    the losses nor their gradients see NaN or inf whatever values sit there (padding slots,
+    far-off predictions). Images without objects give finite losses (only ``loss_cls`` is
+    non-zero).
 
     Args:
         num_classes: number of object classes ``C``.
@@ -307,8 +375,9 @@ class FCOSLoss(nn.Module):
         - returns ``{"loss_cls", "loss_box", "loss_ctr"}``, scalars.
 
     Raises:
-        BrickInputError: targets of the wrong type, shape or dtype, labels outside
-            ``[-1, num_classes)``, non-finite or inverted boxes.
+        BrickInputError: targets of the wrong type, shape or dtype, or feature levels that do not
+            give the predictions' locations (``forward``); also labels outside ``[-1, num_classes)``,
+            non-finite or inverted boxes (``check_inputs``, which reads the targets on the host).
 
     Example:
         >>> loss = FCOSLoss(num_classes=2, strides=[8])
@@ -340,51 +409,31 @@ class FCOSLoss(nn.Module):
         self.targets_name = targets_name
         self.target_labels_name = target_labels_name
 
-    def check_targets(self, target_boxes: Any, target_labels: Any, batch_size: int) -> None:
-        """Raise :class:`BrickInputError` unless the targets follow the contract (see the class)."""
-        boxes_name, labels_name = self.targets_name, self.target_labels_name
-        if (
-            not isinstance(target_boxes, torch.Tensor)
-            or not target_boxes.is_floating_point()
-            or target_boxes.ndim != 3
-            or target_boxes.shape[-1] != 4
-        ):
+    def check_inputs(
+        self,
+        cls_logits: torch.Tensor,
+        boxes: torch.Tensor,
+        centerness: torch.Tensor,
+        targets: torch.Tensor,
+        target_labels: torch.Tensor,
+        *features: torch.Tensor,
+    ) -> None:
+        """The checks of ``forward`` plus the target values (label range, finite and ordered boxes), on the host."""
+        self._check_layout(cls_logits, targets, target_labels, features)
+        _check_target_values(targets, target_labels, self.num_classes, (self.targets_name, self.target_labels_name))
+
+    def _check_layout(
+        self, cls_logits: torch.Tensor, targets: Any, target_labels: Any, features: Sequence[torch.Tensor]
+    ) -> None:
+        """Raise :class:`BrickInputError` unless the inputs' types and shapes follow the contract (metadata only)."""
+        _check_targets_layout(targets, target_labels, cls_logits.shape[0], (self.targets_name, self.target_labels_name))
+        if len(features) != len(self.strides):
+            raise BrickInputError(f"expected {len(self.strides)} feature levels, got {len(features)}")
+        sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
+        if sum(h * w for h, w in sizes) != cls_logits.shape[1]:
             raise BrickInputError(
-                f"{boxes_name}: expected float boxes [B, M, 4] (x1, y1, x2, y2 in input pixels), "
-                f"got {_describe(target_boxes)}"
-            )
-        if not isinstance(target_labels, torch.Tensor) or target_labels.dtype != torch.int64 or target_labels.ndim != 2:
-            raise BrickInputError(
-                f"{labels_name}: expected int64 labels [B, M] padded with -1, got {_describe(target_labels)}"
-            )
-        if target_labels.shape != target_boxes.shape[:2]:
-            raise BrickInputError(
-                f"{boxes_name} {_describe(target_boxes)} and {labels_name} {_describe(target_labels)} disagree: "
-                "expected boxes [B, M, 4] and labels [B, M] with the same B and M"
-            )
-        if target_boxes.shape[0] != batch_size:
-            raise BrickInputError(
-                f"{boxes_name}: batch size {target_boxes.shape[0]} differs from the predictions' {batch_size}"
-            )
-        if target_labels.numel() == 0:
-            return
-        low, high = int(target_labels.min()), int(target_labels.max())
-        if low < -1 or high >= self.num_classes:
-            raise BrickInputError(
-                f"{labels_name}: labels must be in [0, {self.num_classes - 1}] (num_classes={self.num_classes}) "
-                f"or -1 for padding; got values from {low} to {high}"
-            )
-        valid = target_labels >= 0  # [B, M]
-        real = target_boxes[valid]  # [P, 4]
-        if not bool(torch.isfinite(real).all()):
-            raise BrickInputError(f"{boxes_name}: boxes of real objects (label >= 0) must be finite, got NaN or inf")
-        inverted = (real[:, 2] < real[:, 0]) | (real[:, 3] < real[:, 1])  # [P]
-        if bool(inverted.any()):
-            first = [round(float(v), 2) for v in real[inverted][0]]
-            raise BrickInputError(
-                f"{boxes_name}: expected boxes as (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1, got "
-                f"{int(inverted.sum())} with x2 < x1 or y2 < y1, e.g. {first}; convert (x, y, w, h) boxes with "
-                "torchvision.ops.box_convert"
+                f"predictions have {cls_logits.shape[1]} locations but the feature levels of sizes {sizes} give "
+                f"{sum(h * w for h, w in sizes)}; expected the head's outputs for these features"
             )
 
     def assign_targets(
@@ -418,7 +467,7 @@ class FCOSLoss(nn.Module):
         match &= (target_labels >= 0)[:, None, :]
         area = (target_boxes[..., 2] - target_boxes[..., 0]) * (target_boxes[..., 3] - target_boxes[..., 1])  # [B, M]
         cost = torch.where(match, area[:, None, :], math.inf)  # [B, N, M]
-        best_cost, best = cost.min(dim=-1)  # [B, N]
+        best_cost, best = cost.min(dim=-1)  # [B, N], the first of equal costs
         return torch.where(torch.isfinite(best_cost), best, -1)
 
     def forward(
@@ -426,43 +475,41 @@ class FCOSLoss(nn.Module):
         cls_logits: torch.Tensor,
         boxes: torch.Tensor,
         centerness: torch.Tensor,
-        target_boxes: torch.Tensor,
+        targets: torch.Tensor,
         target_labels: torch.Tensor,
         *features: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        batch_size, num_points, num_classes = cls_logits.shape
-        self.check_targets(target_boxes, target_labels, batch_size)
-        if len(features) != len(self.strides):
-            raise BrickInputError(f"expected {len(self.strides)} feature levels, got {len(features)}")
+        self._check_layout(cls_logits, targets, target_labels, features)
         sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
-        points, point_strides = anchor_points(sizes, self.strides, device=boxes.device, dtype=boxes.dtype)
-        if points.shape[0] != num_points:
-            raise BrickInputError(
-                f"predictions have {num_points} locations but the feature levels of sizes {sizes} give "
-                f"{points.shape[0]}; expected the head's outputs for these features"
-            )
-        target_boxes = target_boxes.to(boxes.dtype)
-        matched = self.assign_targets(points, point_strides, target_boxes, target_labels)  # [B, N]
+        points, point_strides = anchor_points(
+            sizes, self.strides, device=boxes.device, dtype=boxes.dtype
+        )  # [N, 2], [N]
+        targets = targets.to(boxes.dtype)
+        if targets.shape[1] == 0:  # no box slots at all: one padding slot keeps the gathers below defined
+            targets = targets.new_zeros((targets.shape[0], 1, 4))
+            target_labels = target_labels.new_full((target_labels.shape[0], 1), -1)
+        matched = self.assign_targets(points, point_strides, targets, target_labels)  # [B, N], -1 for background
         positive = matched >= 0  # [B, N]
         normaliser = positive.sum().clamp(min=1).to(cls_logits.dtype)
+        index = matched.clamp(min=0)  # [B, N]: background reads slot 0, masked out below
 
-        index = matched.clamp(min=0)  # [B, N]
-        labels = target_labels.gather(1, index) if target_labels.shape[1] else torch.zeros_like(index)  # [B, N]
-        one_hot = F.one_hot(torch.where(positive, labels, num_classes), num_classes + 1)[..., :num_classes]  # [B, N, C]
+        labels = target_labels.gather(1, index)  # [B, N]
+        classes = torch.arange(cls_logits.shape[2], device=labels.device)  # [C]
+        one_hot = (positive[..., None] & (labels[..., None] == classes)).to(cls_logits.dtype)  # [B, N, C]
         loss_cls = torchvision.ops.sigmoid_focal_loss(
-            cls_logits, one_hot.to(cls_logits.dtype), alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+            cls_logits, one_hot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
         )
 
-        if target_labels.shape[1]:
-            gt_boxes = target_boxes.gather(1, index[..., None].expand(-1, -1, 4))[positive]  # [P, 4]
-        else:
-            gt_boxes = boxes.new_zeros((0, 4))
-        gt_centerness = centerness_from_ltrb(
-            boxes_to_ltrb(points.expand(batch_size, -1, -1)[positive], gt_boxes)
-        )  # [P]
-        giou = torchvision.ops.generalized_box_iou_loss(boxes[positive], gt_boxes, reduction="none")  # [P]
-        loss_box = (giou * gt_centerness).sum() / gt_centerness.sum().clamp(min=1e-6)
-        loss_ctr = F.binary_cross_entropy_with_logits(centerness[positive], gt_centerness, reduction="sum")
+        # background locations compute on a unit box in place of their prediction and target
+        unit = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)  # [4]
+        gt_boxes = targets.gather(1, index[..., None].expand(-1, -1, 4))  # [B, N, 4]
+        gt_boxes = torch.where(positive[..., None], gt_boxes, unit)  # [B, N, 4]
+        gt_ltrb = torch.where(positive[..., None], boxes_to_ltrb(points, gt_boxes), 1.0)  # [B, N, 4], > 0
+        gt_centerness = torch.where(positive, centerness_from_ltrb(gt_ltrb), 0.0)  # [B, N]
+        giou = generalized_box_iou_loss(torch.where(positive[..., None], boxes, unit), gt_boxes)  # [B, N]
+        loss_box = torch.where(positive, giou * gt_centerness, 0.0).sum() / gt_centerness.sum().clamp(min=1e-6)
+        bce = F.binary_cross_entropy_with_logits(centerness, gt_centerness, reduction="none")  # [B, N]
+        loss_ctr = torch.where(positive, bce, 0.0).sum()
         return {"loss_cls": loss_cls / normaliser, "loss_box": loss_box, "loss_ctr": loss_ctr / normaliser}
 
 
@@ -474,12 +521,19 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
     needs; ``compute`` returns ``map``, ``map_50``, ``map_75`` and ``mar_100``.
 
     Args:
+        num_classes: the number of classes, for ``check_inputs`` to check the target labels'
+            range (only that they are >= -1 when None).
+        targets_name: the name of the ground-truth boxes tensor, used in error messages.
+        target_labels_name: the name of the ground-truth labels tensor, used in error messages.
         **kwargs: passed to ``MeanAveragePrecision`` (``iou_thresholds``, ``class_metrics``...);
             the box format is xyxy, the IoU type bbox and the backend pycocotools.
 
     Shape:
         update(boxes ``[B, K, 4]``, scores ``[B, K]``, labels ``[B, K]``, targets ``[B, M, 4]``,
         target_labels ``[B, M]``), xyxy in input pixels, labels -1 for padding.
+
+    ``update`` checks the shapes; ``check_inputs`` (same arguments) also the target values on the
+    host: labels in range, real boxes finite with ``x2 >= x1`` and ``y2 >= y1``.
 
     Example:
         >>> metric = DetectionMeanAveragePrecision()
@@ -492,8 +546,17 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
     HEADLINE = ("map", "map_50", "map_75", "mar_100")
     PER_CLASS = ("map_per_class", "mar_100_per_class", "classes")
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        targets_name: str = "boxes",
+        target_labels_name: str = "box_labels",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(box_format="xyxy", iou_type="bbox", backend="pycocotools", **kwargs)
+        self.num_classes = num_classes
+        self.targets_name = targets_name
+        self.target_labels_name = target_labels_name
 
     def compute(self) -> dict[str, torch.Tensor]:
         """The headline values ``map``, ``map_50``, ``map_75`` and ``mar_100`` (plus the per-class
@@ -511,17 +574,7 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
         targets: torch.Tensor,
         target_labels: torch.Tensor,
     ) -> None:
-        if boxes.shape[:2] != labels.shape or scores.shape != labels.shape or targets.shape[:2] != target_labels.shape:
-            raise BrickInputError(
-                f"DetectionMeanAveragePrecision: expected boxes [B, K, 4], scores [B, K], labels [B, K], "
-                f"target boxes [B, M, 4] and target labels [B, M]; got {_describe(boxes)}, {_describe(scores)}, "
-                f"{_describe(labels)}, {_describe(targets)}, {_describe(target_labels)}"
-            )
-        if boxes.shape[0] != targets.shape[0]:
-            raise BrickInputError(
-                f"DetectionMeanAveragePrecision: {boxes.shape[0]} images of predictions but "
-                f"{targets.shape[0]} of targets"
-            )
+        self._check_layout(boxes, scores, labels, targets, target_labels)
         predictions = [
             {"boxes": b[keep], "scores": s[keep], "labels": lab[keep]}
             for b, s, lab in zip(boxes.detach(), scores.detach(), labels, strict=True)
@@ -531,6 +584,29 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
             {"boxes": b[lab >= 0], "labels": lab[lab >= 0]} for b, lab in zip(targets, target_labels, strict=True)
         ]
         super().update(predictions, truths)
+
+    def check_inputs(
+        self,
+        boxes: torch.Tensor,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        targets: torch.Tensor,
+        target_labels: torch.Tensor,
+    ) -> None:
+        """The checks of ``update`` plus the target values (label range, finite and ordered boxes), on the host."""
+        self._check_layout(boxes, scores, labels, targets, target_labels)
+        names = (self.targets_name, self.target_labels_name)
+        _check_target_values(targets, target_labels, self.num_classes, names)
+
+    def _check_layout(self, boxes: Any, scores: Any, labels: Any, targets: Any, target_labels: Any) -> None:
+        """Detections ``[B, K, 4]``, ``[B, K]``, ``[B, K]`` and targets for the same B (metadata only)."""
+        tensors = all(isinstance(t, torch.Tensor) for t in (boxes, scores, labels))
+        if not tensors or boxes.ndim != 3 or boxes.shape[:2] != labels.shape or scores.shape != labels.shape:
+            raise BrickInputError(
+                "DetectionMeanAveragePrecision: expected detections as boxes [B, K, 4], scores [B, K] and labels "
+                f"[B, K]; got {_describe(boxes)}, {_describe(scores)}, {_describe(labels)}"
+            )
+        _check_targets_layout(targets, target_labels, boxes.shape[0], (self.targets_name, self.target_labels_name))
 
 
 # -- visualization ---------------------------------------------------------------------------------
@@ -762,7 +838,8 @@ def object_detection_bricks(
             output_names={key: f"./{key}" for key in FCOSLoss.OUTPUTS},
         ),
         "metrics": BrickMetricSingle(
-            DetectionMeanAveragePrecision(), input_names=[*detections, targets, target_labels]
+            DetectionMeanAveragePrecision(num_classes, targets_name=targets, target_labels_name=target_labels),
+            input_names=[*detections, targets, target_labels],
         ),
         "visualize": BrickPerImageVisualization(
             DetectionVisualizer(num_classes, class_names),

@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from brickzoo._bricks import BrickInterface, BrickLoss, BrickMetrics, BrickPerImageVisualization, BrickTrainable
 from brickzoo._draw import draw_label, get_font, image_to_pil, palette
-from brickzoo.bag_of_bricks._checks import _shape, check_class_indices
+from brickzoo.bag_of_bricks._checks import _shape, check_class_index_values
 from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.errors import BrickDefinitionError, BrickInputError
@@ -32,6 +32,7 @@ from brickzoo.errors import BrickDefinitionError, BrickInputError
 __all__ = [
     "SemanticSegmentationDecoder",
     "SemanticSegmentationLoss",
+    "SemanticSegmentationMetrics",
     "SemanticSegmentationVisualizer",
     "semantic_segmentation_bricks",
     "soft_dice_loss",
@@ -142,8 +143,9 @@ class SemanticSegmentationLoss(nn.Module):
         (Dice is not computed).
 
     Raises:
-        BrickInputError: masks are not int64 ``[B, H, W]`` of the logits' size, or hold a value
-            that is neither a class index nor ``ignore_index``.
+        BrickInputError: masks are not int64 ``[B, H, W]`` of the logits' size (``forward``), or
+            hold a value that is neither a class index nor ``ignore_index`` (``check_inputs``,
+            which reads the masks on the host).
     """
 
     OUTPUTS = ("loss_ce", "loss_dice")
@@ -155,8 +157,13 @@ class SemanticSegmentationLoss(nn.Module):
         self.ignore_index = ignore_index
         self.dice_weight = dice_weight
 
+    def check_inputs(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
+        """The checks of ``forward`` plus the mask values, read on the host (once per loader)."""
+        _check_masks_layout(masks, logits, "logits")
+        check_class_index_values(masks, self.num_classes, what="masks", ignore_index=self.ignore_index)
+
     def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        self._check_masks(logits, masks)
+        _check_masks_layout(masks, logits, "logits")
         valid_pixels = (masks != self.ignore_index).sum().clamp(min=1)
         summed = F.cross_entropy(logits, masks, ignore_index=self.ignore_index, reduction="sum")
         loss_ce = summed / valid_pixels
@@ -165,19 +172,65 @@ class SemanticSegmentationLoss(nn.Module):
         loss_dice = soft_dice_loss(logits, masks, ignore_index=self.ignore_index)
         return {"loss_ce": loss_ce, "loss_dice": self.dice_weight * loss_dice}
 
-    def _check_masks(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
-        layout = f"int64 class indices [B, H, W] = {[logits.shape[0], *logits.shape[2:]]}"
-        if not isinstance(masks, torch.Tensor):
-            raise BrickInputError(f"masks: expected {layout}, got {type(masks).__name__}")
-        if masks.dtype != torch.int64 or masks.ndim != 3:
-            hint = "; convert them with masks.long()" if masks.ndim == 3 and not masks.dtype.is_floating_point else ""
-            raise BrickInputError(f"masks: expected {layout}, got {_shape(masks)}{hint}")
-        if masks.shape[0] != logits.shape[0] or masks.shape[1:] != logits.shape[2:]:
-            raise BrickInputError(
-                f"masks: expected {layout} (the size of the logits {list(logits.shape)}), got {_shape(masks)}; "
-                "masks must have the size of the images"
-            )
-        check_class_indices(masks, self.num_classes, what="masks", ignore_index=self.ignore_index, ndim=3)
+
+def _check_masks_layout(masks: torch.Tensor, predicted: torch.Tensor, what: str) -> None:
+    """Masks of int64 class indices ``[B, H, W]`` with the batch size and ``(H, W)`` of ``predicted``.
+
+    ``predicted`` is the logits ``[B, C, H, W]`` or the predictions ``[B, H, W]`` (named by ``what``);
+    only metadata is read.
+    """
+    batch_size, size = predicted.shape[0], tuple(predicted.shape[-2:])
+    layout = f"int64 class indices [B, H, W] = {[batch_size, *size]}"
+    if not isinstance(masks, torch.Tensor):
+        raise BrickInputError(f"masks: expected {layout}, got {type(masks).__name__}")
+    if masks.dtype != torch.int64 or masks.ndim != 3:
+        hint = "; convert them with masks.long()" if masks.ndim == 3 and not masks.dtype.is_floating_point else ""
+        raise BrickInputError(f"masks: expected {layout}, got {_shape(masks)}{hint}")
+    if masks.shape[0] != batch_size or tuple(masks.shape[1:]) != size:
+        raise BrickInputError(
+            f"masks: expected {layout} (the size of the {what} {list(predicted.shape)}), got {_shape(masks)}; "
+            "masks must have the size of the images"
+        )
+
+
+class SemanticSegmentationMetrics(MetricCollection):
+    """Macro mean IoU (``miou``) and micro pixel accuracy (``pixel_accuracy``), ignoring ``ignore_index``.
+
+    Args:
+        num_classes: number of classes, background included.
+        ignore_index: mask value of pixels left out.
+
+    Inputs (``update`` and ``check_inputs``):
+        predictions (Tensor[B, H, W]): int64 class indices.
+        masks (Tensor[B, H, W]): int64 class indices in ``[0, num_classes)`` or ``ignore_index``.
+
+    ``update`` checks the masks' layout; ``check_inputs`` also their values (on the host).
+
+    Example:
+        >>> metrics = SemanticSegmentationMetrics(num_classes=2)
+        >>> metrics.update(torch.tensor([[[0, 1], [1, 1]]]), torch.tensor([[[0, 1], [0, 255]]]))
+        >>> round(float(metrics.compute()["pixel_accuracy"]), 3)
+        0.667
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        super().__init__(
+            {
+                "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
+                "pixel_accuracy": MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index),
+            }
+        )
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
+    def check_inputs(self, predictions: torch.Tensor, masks: torch.Tensor) -> None:
+        """The checks of ``update`` plus the mask values, read on the host (once per loader)."""
+        _check_masks_layout(masks, predictions, "predictions")
+        check_class_index_values(masks, self.num_classes, what="masks", ignore_index=self.ignore_index)
+
+    def update(self, predictions: torch.Tensor, masks: torch.Tensor) -> None:  # type: ignore[override]
+        _check_masks_layout(masks, predictions, "predictions")
+        super().update(predictions, masks)
 
 
 class SemanticSegmentationVisualizer:
@@ -375,12 +428,6 @@ def semantic_segmentation_bricks(
     names = list(class_names) if class_names is not None else [f"class {i}" for i in range(num_classes)]
 
     decoder = SemanticSegmentationDecoder(num_classes, [level.channels for level in levels], decoder_channels)
-    metrics = MetricCollection(
-        {
-            "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index),
-            "pixel_accuracy": MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index),
-        }
-    )
     return {
         "decode": BrickTrainable(
             decoder,
@@ -392,7 +439,9 @@ def semantic_segmentation_bricks(
             input_names=["./logits", targets],
             output_names={key: f"./{key}" for key in SemanticSegmentationLoss.OUTPUTS},
         ),
-        "metrics": BrickMetrics(metrics, input_names=["./predictions", targets]),
+        "metrics": BrickMetrics(
+            SemanticSegmentationMetrics(num_classes, ignore_index), input_names=["./predictions", targets]
+        ),
         "visualize": BrickPerImageVisualization(
             SemanticSegmentationVisualizer(names, alpha=float(alpha)),
             input_names=[images, "./predictions"],

@@ -21,6 +21,7 @@ from brickzoo import (
 )
 from brickzoo.bag_of_bricks import ImageClassifier, Preprocessor
 from brickzoo.errors import ExportError
+from brickzoo.zoo import build_recipe
 
 
 class ResizeOnExport(nn.Module):
@@ -126,3 +127,50 @@ def test_export_errors_name_what_is_missing(tmp_path: Path) -> None:
     path = export_bricks_as_onnx(tmp_path / "m.onnx", make_model(), {"images": torch.rand(2, 3, 8, 8)})
     with pytest.raises(ExportError, match=r"needs inputs \['images'\]; missing \['images'\]"):
         check_onnx_parity(path, make_model(), {"raw": torch.rand(2, 3, 8, 8)})
+
+
+def test_three_task_training_forward_compiles_without_graph_breaks() -> None:
+    """MODEL + LOSS of shapes_multitask is one graph: no check or target assignment reads tensor values on the host.
+
+    The values of the targets are checked once, by ``check_batch`` (each module's ``check_inputs``), outside it.
+    """
+    torch.manual_seed(0)
+    small = ["data.train.num_samples=2", "data.val.num_samples=2", "data.args.image_size=32"]
+    recipe = build_recipe("shapes_multitask", small)
+    model = recipe.model.train()
+    batch = dict(next(iter(recipe.loader("train", shuffle=False, batch_size=2))))
+    groups = {"MODEL", "LOSS"}
+    checked = model.extract_losses(model.check_batch(batch, groups=groups))
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(batch, groups=groups)
+    reasons = [str(reason.reason).splitlines()[0] for reason in explanation.break_reasons]
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, reasons
+    torch._dynamo.reset()
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    eager = model.extract_losses(model(batch, groups=groups))
+    eager_total = sum(eager.values())
+    eager_grads = torch.autograd.grad(eager_total, parameters)  # before the compiled call updates BatchNorm's buffers
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    fast = model.extract_losses(compiled(batch, groups=groups))
+    fast_total = sum(fast.values())
+    fast_grads = torch.autograd.grad(fast_total, parameters)
+    assert (
+        sorted(fast)
+        == sorted(eager)
+        == sorted(checked)
+        == [
+            "classify/loss",
+            "detect/loss_box",
+            "detect/loss_cls",
+            "detect/loss_ctr",
+            "segment/loss_ce",
+            "segment/loss_dice",
+        ]
+    )
+    assert eager["detect/loss_box"].item() > 0  # the batch has objects: the box terms are compared too
+    assert abs(fast_total.item() - eager_total.item()) <= 1e-5  # type: ignore[union-attr]
+    for name in eager:
+        assert abs(fast[name].item() - eager[name].item()) <= 1e-5, name
+    for eager_grad, fast_grad in zip(eager_grads, fast_grads, strict=True):
+        torch.testing.assert_close(fast_grad, eager_grad, rtol=1e-4, atol=1e-5)

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 import torch
+import torch._dynamo
 
 from brickzoo import BrickCollection
-from brickzoo.bag_of_bricks import semantic_segmentation
+from brickzoo.bag_of_bricks import image_classification, object_detection, semantic_segmentation
 from brickzoo.bag_of_bricks._features import FeatureLevel
-from brickzoo.bag_of_bricks.image_classification import image_classification_bricks
-from brickzoo.bag_of_bricks.object_detection import object_detection_bricks
-from brickzoo.bag_of_bricks.semantic_segmentation import semantic_segmentation_bricks
+from brickzoo.bag_of_bricks.image_classification import ClassificationLoss, image_classification_bricks
+from brickzoo.bag_of_bricks.object_detection import FCOSLoss, object_detection_bricks
+from brickzoo.bag_of_bricks.semantic_segmentation import SemanticSegmentationLoss, semantic_segmentation_bricks
 
 LEVELS = [FeatureLevel(f"features/level{i}", channels=8, stride=2**i) for i in (3, 4)]
 FACTORIES = {
@@ -121,3 +122,67 @@ def test_detection_reads_the_target_names_it_is_given() -> None:
     assert ours.keys() == theirs.keys()
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name])
+
+
+def _losses_and_inputs() -> list[tuple[str, Any, tuple[Any, ...]]]:
+    named = batch()
+    torch.manual_seed(0)
+    levels = [named[level.name] for level in LEVELS]
+    sizes = sum(f.shape[-2] * f.shape[-1] for f in levels)
+    detection = (torch.randn(2, sizes, 3), torch.rand(2, sizes, 4) * 32, torch.randn(2, sizes))
+    return [
+        ("classification", ClassificationLoss(3), (torch.randn(2, 3), named["labels"])),
+        (
+            "multilabel",
+            ClassificationLoss(3, multilabel=True),
+            (torch.randn(2, 3), torch.tensor([[1.0, 0, 1], [0, 0, 0]])),
+        ),
+        ("segmentation", SemanticSegmentationLoss(3), (torch.randn(2, 3, 32, 32), named["masks"])),
+        (
+            "segmentation+dice",
+            SemanticSegmentationLoss(3, dice_weight=0.5),
+            (torch.randn(2, 3, 32, 32), named["masks"]),
+        ),
+        ("detection", FCOSLoss(3, [8, 16]), (*detection, named["boxes"], named["box_labels"], *levels)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5), ids=[name for name, _, _ in _losses_and_inputs()])
+def test_losses_trace_into_one_graph_and_check_values_only_in_check_inputs(index: int) -> None:
+    """forward reads no tensor value on the host (fullgraph compiles); check_inputs accepts the good inputs."""
+    _, loss, inputs = _losses_and_inputs()[index]
+    loss.check_inputs(*inputs)
+    eager = loss(*inputs)
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, backend="eager")(*inputs)
+    assert list(compiled) == list(eager) == list(loss.OUTPUTS)
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key])
+
+
+def test_value_checks_do_not_run_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """forward and update leave the value checks (host reads) to check_inputs: a model run never calls them."""
+    calls: list[str] = []
+
+    def counted(name: str, check: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return check(*args, **kwargs)
+
+        return wrapper
+
+    for module, name in (
+        (image_classification, "_check_targets_values"),
+        (semantic_segmentation, "check_class_index_values"),
+        (object_detection, "_check_target_values"),
+    ):
+        monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
+    torch.manual_seed(0)
+    model = BrickCollection({head: factory(3, LEVELS, **targets) for head, (factory, targets) in FACTORIES.items()})  # type: ignore[operator]
+    named = batch()
+    model(named, groups={"MODEL", "LOSS", "METRIC"})
+    assert calls == []
+    model.check_batch(named, groups={"MODEL", "LOSS", "METRIC"})
+    assert sorted(calls) == sorted(
+        ["_check_targets_values"] * 2 + ["check_class_index_values"] * 2 + ["_check_target_values"] * 2
+    )  # a loss and a metric per head

@@ -278,47 +278,62 @@ def test_soft_multilabel_targets() -> None:
     assert abs(outputs["head0/loss"].item() - expected) < 1e-5
 
 
+# layout problems (dtype, shape) are found by forward itself; value problems only by check_inputs
 @pytest.mark.parametrize(
-    ("labels", "got"),
+    ("labels", "got", "layout"),
     [
-        (torch.tensor([0.0, 1.0, 2.0, 1.0]), "got [4] float32"),
-        (torch.tensor([[0, 1], [1, 2], [0, 0], [2, 2]]), "got [4, 2] int64"),
-        (torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1]), 3), "use multilabel=True"),
-        (torch.tensor([0, 1, 3, 1]), "got values from 0 to 3"),
-        (torch.tensor([0, -1, 2, 1]), "got values from -1 to 2"),
-        (torch.tensor([0, 1, 2]), "batch size 3 differs from the predictions' 4"),
-        (torch.tensor([True, False, True, False]), "got [4] bool"),
+        (torch.tensor([0.0, 1.0, 2.0, 1.0]), "got [4] float32", True),
+        (torch.tensor([[0, 1], [1, 2], [0, 0], [2, 2]]), "got [4, 2] int64", True),
+        (torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1]), 3), "use multilabel=True", True),
+        (torch.tensor([0, 1, 3, 1]), "got values from 0 to 3", False),
+        (torch.tensor([0, -1, 2, 1]), "got values from -1 to 2", False),
+        (torch.tensor([0, 1, 2]), "batch size 3 differs from the predictions' 4", True),
+        (torch.tensor([True, False, True, False]), "got [4] bool", True),
     ],
 )
-def test_bad_targets_raise_with_brick_path(labels: torch.Tensor, got: str) -> None:
+def test_bad_targets_raise_with_brick_path(labels: torch.Tensor, got: str, layout: bool) -> None:
     collection = _head(3)
     batch = {"features": _features(4), "labels": labels}
-    with pytest.raises(BrickInputError) as info:
-        collection(batch, groups={"MODEL", "LOSS"})
-    message = str(info.value)
-    assert message.startswith("brick 'head0/loss': targets 'labels'")
-    assert got in message
-    with pytest.raises(BrickInputError) as info:  # the metrics check the same way
-        collection(batch, groups={"MODEL", "METRIC"})
-    assert str(info.value).startswith("brick 'head0/metrics': targets 'labels'")
-    assert got in str(info.value)
+    runs = [collection.check_batch] + ([collection] if layout else [])
+    for run in runs:
+        with pytest.raises(BrickInputError) as info:
+            run(batch, groups={"MODEL", "LOSS"})
+        message = str(info.value)
+        assert message.startswith("brick 'head0/loss': targets 'labels'")
+        assert got in message
+        with pytest.raises(BrickInputError) as info:  # the metrics check the same way
+            run(batch, groups={"MODEL", "METRIC"})
+        assert str(info.value).startswith("brick 'head0/metrics': targets 'labels'")
+        assert got in str(info.value)
 
 
 @pytest.mark.parametrize(
-    ("tags", "got"),
+    ("tags", "got", "layout"),
     [
-        (torch.tensor([0, 1, 2]), "got [3] int64; for class indices [B] use multilabel=False"),
-        (torch.zeros(3, 4, dtype=torch.int64), "expected multi-hot targets [B, 3]"),
-        (torch.tensor([[0, 2, 0], [1, 0, 0], [0, 0, 1]]), "must be 0 or 1; got values from 0 to 2"),
-        (torch.tensor([[0.0, 1.5, 0], [1, 0, 0], [0, 0, 1]]), "must be in [0, 1]; got values from 0 to 1.5"),
+        (torch.tensor([0, 1, 2]), "got [3] int64; for class indices [B] use multilabel=False", True),
+        (torch.zeros(3, 4, dtype=torch.int64), "expected multi-hot targets [B, 3]", True),
+        (torch.tensor([[0, 2, 0], [1, 0, 0], [0, 0, 1]]), "must be 0 or 1; got values from 0 to 2", False),
+        (torch.tensor([[0.0, 1.5, 0], [1, 0, 0], [0, 0, 1]]), "must be in [0, 1]; got values from 0 to 1.5", False),
     ],
 )
-def test_bad_multilabel_targets(tags: torch.Tensor, got: str) -> None:
+def test_bad_multilabel_targets(tags: torch.Tensor, got: str, layout: bool) -> None:
     collection = _head(3, multilabel=True, targets="tags")
-    with pytest.raises(BrickInputError) as info:
-        collection({"features": _features(3), "tags": tags}, groups={"MODEL", "LOSS"})
-    assert str(info.value).startswith("brick 'head0/loss': targets 'tags'")
-    assert got in str(info.value)
+    batch = {"features": _features(3), "tags": tags}
+    for run in [collection.check_batch] + ([collection] if layout else []):
+        for groups, brick in (({"MODEL", "LOSS"}, "loss"), ({"MODEL", "METRIC"}, "metrics")):
+            with pytest.raises(BrickInputError) as info:
+                run(batch, groups=groups)
+            assert str(info.value).startswith(f"brick 'head0/{brick}': targets 'tags'")
+            assert got in str(info.value)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_good_targets_pass_check_batch_with_forward_results(multilabel: bool) -> None:
+    collection = _head(3, multilabel=multilabel)
+    targets = torch.tensor([[1, 0, 1], [0, 0, 0]]) if multilabel else torch.tensor([2, 0])
+    batch = {"features": _features(2), "labels": targets}
+    checked = collection.check_batch(batch, groups={"MODEL", "LOSS"})
+    torch.testing.assert_close(checked["head0/loss"], collection(batch, groups={"MODEL", "LOSS"})["head0/loss"])
 
 
 @pytest.mark.parametrize("multilabel", [False, True])

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -110,6 +111,24 @@ def test_points_and_decoding_hand_computed() -> None:
     torch.testing.assert_close(boxes[0, 64 + 6], torch.tensor([32.0, 8, 64, 56]))
     # level 0 (stride 8): distances (4, 8, 12, 16) at point (4, 4)
     torch.testing.assert_close(boxes[0, 0], torch.tensor([0.0, -4, 16, 20]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), num=st.integers(1, 50), spread=st.floats(0.5, 40.0))
+def test_generalized_box_iou_loss_equals_torchvision(seed: int, num: int, spread: float) -> None:
+    """Same losses and gradients as torchvision's, for overlapping, disjoint, nested and empty boxes."""
+    generator = torch.Generator().manual_seed(seed)
+    corners = torch.rand(2, num, 2, generator=generator) * spread
+    sizes = torch.rand(2, num, 2, generator=generator) * spread * (torch.rand(2, num, 1, generator=generator) > 0.1)
+    first, second = torch.cat([corners, corners + sizes], dim=-1).requires_grad_().unbind(0)  # [K, 4] each
+    ours = _boxes.generalized_box_iou_loss(first, second)
+    theirs = torchvision.ops.generalized_box_iou_loss(first, second)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    ours_grads = torch.autograd.grad(ours.sum(), (first, second))
+    theirs_grads = torch.autograd.grad(theirs.sum(), (first, second))
+    for got, expected in zip(ours_grads, theirs_grads, strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 # -- NMS -----------------------------------------------------------------------------------------
@@ -286,6 +305,123 @@ def test_target_assignment_hand_made() -> None:
     assert point_strides[matched[0] == 2].eq(16).all() and point_strides[matched[0] == 0].eq(8).all()
 
 
+def reference_fcos_losses(
+    loss: FCOSLoss,
+    cls_logits: torch.Tensor,
+    boxes: torch.Tensor,
+    centerness: torch.Tensor,
+    targets: torch.Tensor,
+    target_labels: torch.Tensor,
+    sizes: list[tuple[int, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FCOS losses written the straightforward way: image by image, a loop over the ground-truth boxes,
+    boolean indexing of the positives, torchvision's focal and GIoU losses."""
+    strides, dtype = loss.strides, cls_logits.dtype
+    points = torch.cat(
+        [
+            torch.tensor([[(x + 0.5) * s, (y + 0.5) * s] for y in range(h) for x in range(w)], dtype=dtype)
+            for (h, w), s in zip(sizes, strides, strict=True)
+        ]
+    )  # [N, 2]
+    point_strides = torch.cat(
+        [torch.full((h * w,), float(s), dtype=dtype) for (h, w), s in zip(sizes, strides, strict=True)]
+    )  # [N]
+    lower = torch.where(point_strides == min(strides), 0.0, 4 * point_strides)
+    upper = torch.where(point_strides == max(strides), math.inf, 8 * point_strides)
+    px, py = points[:, 0], points[:, 1]
+    cls_sum, box_numerator, box_denominator, ctr_sum, num_positive = 0.0, 0.0, 0.0, 0.0, 0
+    for b in range(cls_logits.shape[0]):
+        matched = torch.full((points.shape[0],), -1)
+        best_area = torch.full((points.shape[0],), math.inf, dtype=dtype)
+        for m in range(targets.shape[1]):
+            if target_labels[b, m] < 0:
+                continue
+            x1, y1, x2, y2 = targets[b, m]
+            sides = torch.stack([px - x1, py - y1, x2 - px, y2 - py], dim=1)  # [N, 4]
+            near = torch.maximum((px - (x1 + x2) / 2).abs(), (py - (y1 + y2) / 2).abs()) < 1.5 * point_strides
+            reach = sides.max(dim=1).values
+            fits = (sides.min(dim=1).values > 0) & near & (reach > lower) & (reach <= upper)
+            area = (x2 - x1) * (y2 - y1)
+            better = fits & (area < best_area)  # strictly smaller: the first of equal boxes keeps its locations
+            matched[better], best_area[better] = m, area
+        positive = matched >= 0
+        one_hot = torch.zeros(cls_logits.shape[1:], dtype=dtype)
+        one_hot[positive, target_labels[b, matched[positive]]] = 1.0
+        cls_sum = cls_sum + torchvision.ops.sigmoid_focal_loss(cls_logits[b], one_hot, reduction="sum")
+        truth = targets[b, matched[positive]]  # [P, 4]
+        p = points[positive]
+        left, top, right, bottom = (
+            p[:, 0] - truth[:, 0],
+            p[:, 1] - truth[:, 1],
+            truth[:, 2] - p[:, 0],
+            truth[:, 3] - p[:, 1],
+        )
+        ctr = torch.sqrt(
+            torch.minimum(left, right)
+            / torch.maximum(left, right)
+            * torch.minimum(top, bottom)
+            / torch.maximum(top, bottom)
+        )
+        giou = torchvision.ops.generalized_box_iou_loss(boxes[b, positive], truth)
+        box_numerator = box_numerator + (giou * ctr).sum()
+        box_denominator = box_denominator + ctr.sum()
+        ctr_sum = ctr_sum + F.binary_cross_entropy_with_logits(centerness[b, positive], ctr, reduction="sum")
+        num_positive += int(positive.sum())
+    normaliser = max(num_positive, 1)
+    return cls_sum / normaliser, box_numerator / max(float(box_denominator), 1e-6), ctr_sum / normaliser
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    batch=st.integers(1, 3),
+    num_boxes=st.integers(0, 5),
+    num_classes=st.integers(1, 3),
+    strides=st.sampled_from([[8, 16, 32], [8, 16], [16]]),
+    duplicates=st.booleans(),
+)
+def test_dense_loss_equals_a_per_image_reference(
+    seed: int, batch: int, num_boxes: int, num_classes: int, strides: list[int], duplicates: bool
+) -> None:
+    """Losses and their gradients equal the straightforward per-image computation, within 1e-5 (in float64,
+    so that the order of summation does not count)."""
+    generator = torch.Generator().manual_seed(seed)
+    double = {"generator": generator, "dtype": torch.float64}
+    sizes = [(64 // s, 64 // s) for s in strides]
+    num = sum(h * w for h, w in sizes)
+    corner = torch.rand(batch, num_boxes, 2, **double) * 56
+    extent = torch.rand(batch, num_boxes, 2, **double) * 60 + 2
+    targets = torch.cat([corner, corner + extent], dim=-1)  # [B, M, 4], some leave the 64 px image
+    labels = torch.randint(-1, num_classes, (batch, num_boxes), generator=generator)
+    if duplicates and num_boxes > 1:  # equal boxes of other labels: ties broken towards the first
+        targets[:, 1] = targets[:, 0]
+        labels[:, 1] = (labels[:, 0] + 1) % num_classes
+    targets[labels < 0] = math.nan  # padding slots may hold anything
+    cls_logits = torch.randn(batch, num, num_classes, **double).requires_grad_()
+    centers = torch.rand(batch, num, 2, **double) * 64
+    boxes = torch.cat(
+        [
+            centers - 20 * torch.rand(batch, num, 2, **double),
+            centers + 20 * torch.rand(batch, num, 2, **double),
+        ],
+        dim=-1,
+    ).requires_grad_()
+    centerness = torch.randn(batch, num, **double).requires_grad_()
+    features = [torch.zeros(batch, 1, h, w) for h, w in sizes]
+    loss = FCOSLoss(num_classes, strides)
+    loss.check_inputs(cls_logits, boxes, centerness, targets, labels, *features)
+    dense = loss(cls_logits, boxes, centerness, targets, labels, *features)
+    reference = reference_fcos_losses(loss, cls_logits, boxes, centerness, targets, labels, sizes)
+    wrt = (cls_logits, boxes, centerness)
+    for name, expected in zip(FCOSLoss.OUTPUTS, reference, strict=True):
+        assert abs(dense[name].item() - expected.item()) <= 1e-5, (name, dense[name].item(), expected.item())
+        got_grads = torch.autograd.grad(dense[name], wrt, retain_graph=True, materialize_grads=True)
+        expected_grads = torch.autograd.grad(expected, wrt, retain_graph=True, materialize_grads=True)
+        for got, want in zip(got_grads, expected_grads, strict=True):
+            assert torch.isfinite(got).all()
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
 def test_zero_object_images_give_finite_losses_and_gradients() -> None:
     model = detector(3)
     named = scene()
@@ -309,24 +445,55 @@ def test_zero_object_images_give_finite_losses_and_gradients() -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "expected"),
+    ("change", "expected", "layout"),
     [
-        ({"box_labels": torch.tensor([[0, 5], [1, 0]])}, "labels must be in [0, 1]"),
-        ({"box_labels": torch.tensor([[0, -2], [1, 0]])}, "got values from -2 to 1"),
-        ({"box_labels": torch.tensor([[0.0, 1.0], [1.0, 0.0]])}, "expected int64 labels [B, M]"),
-        ({"boxes": torch.zeros(2, 2, 5)}, "expected float boxes [B, M, 4]"),
-        ({"boxes": torch.zeros(2, 3, 4)}, "disagree"),
-        ({"boxes": torch.tensor([[[8.0, 8, 4, 40], [0, 0, 0, 0]], [[24, 20, 56, 60], [4, 40, 20, 60]]])}, "x2 < x1"),
-        ({"boxes": torch.zeros(3, 2, 4), "box_labels": torch.zeros(3, 2, dtype=torch.int64)}, "batch size 3"),
+        ({"box_labels": torch.tensor([[0, 5], [1, 0]])}, "labels must be in [0, 1]", False),
+        ({"box_labels": torch.tensor([[0, -2], [1, 0]])}, "got values from -2 to 1", False),
+        ({"box_labels": torch.tensor([[0.0, 1.0], [1.0, 0.0]])}, "expected int64 labels [B, M]", True),
+        ({"boxes": torch.zeros(2, 2, 5)}, "expected float boxes [B, M, 4]", True),
+        ({"boxes": torch.zeros(2, 3, 4)}, "disagree", True),
+        (
+            {"boxes": torch.tensor([[[8.0, 8, 4, 40], [0, 0, 0, 0]], [[24, 20, 56, 60], [4, 40, 20, 60]]])},
+            "x2 < x1",
+            False,
+        ),
+        (
+            {"boxes": torch.tensor([[[8.0, 8, 40, 40], [0, 0, 0, 0]], [[24, 20, math.inf, 60], [4, 40, 20, 60]]])},
+            "finite",
+            False,
+        ),
+        ({"boxes": torch.zeros(3, 2, 4), "box_labels": torch.zeros(3, 2, dtype=torch.int64)}, "batch size 3", True),
     ],
 )
-def test_bad_targets_raise_with_the_brick_path(change: dict[str, torch.Tensor], expected: str) -> None:
+def test_bad_targets_raise_with_the_brick_path(change: dict[str, torch.Tensor], expected: str, layout: bool) -> None:
+    """Layout problems (dtype, shape) are found by forward itself; value problems by check_inputs (check_batch)."""
     model = detector(2)
-    with pytest.raises(BrickInputError) as info:
-        model({**scene(), **change}, groups={"MODEL", "LOSS"})
-    message = str(info.value)
-    assert message.startswith("brick 'detect/loss': ")
-    assert expected in message
+    for run in [model.check_batch] + ([model] if layout else []):
+        for groups, brick in (({"MODEL", "LOSS"}, "loss"), ({"MODEL", "METRIC"}, "metrics")):
+            with pytest.raises(BrickInputError) as info:
+                run({**scene(), **change}, groups=groups)
+            message = str(info.value)
+            assert message.startswith(f"brick 'detect/{brick}': ")
+            assert expected in message
+
+
+def test_padding_slots_may_hold_anything_and_good_targets_pass_the_checks() -> None:
+    """Padding boxes (label -1) are never read: NaN there changes no loss, gradient or check."""
+    model = detector(2)
+    named = scene()
+    named["box_labels"] = torch.tensor([[0, -1], [-1, -1]])  # image 1 without objects: all slots padding
+    named["boxes"] = torch.tensor([[[8.0, 8, 40, 40], [0, 0, 0, 0]], [[0.0, 0, 0, 0], [0, 0, 0, 0]]])
+    clean = model.extract_losses(model.check_batch(named, groups={"MODEL", "LOSS", "METRIC"}))
+    model.reset_metrics()
+    # slot 0, the one background locations gather (and mask out), and image 0's padded slot
+    named["boxes"][1, 0] = torch.tensor([math.nan, -math.inf, math.inf, 3.0])
+    named["boxes"][0, 1] = torch.tensor([math.inf, math.nan, -1.0, math.nan])
+    dirty = model.extract_losses(model.check_batch(named, groups={"MODEL", "LOSS"}))
+    for name, value in clean.items():
+        torch.testing.assert_close(dirty[name], value, rtol=0, atol=0)
+    sum(dirty.values()).backward()  # type: ignore[union-attr]
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
 def test_overfits_two_images() -> None:

@@ -244,7 +244,7 @@ def test_dice_equals_numpy_dice() -> None:
     logits, masks = outputs["seg/logits"], named["masks"]
     expected_dice = numpy_dice_loss(logits.detach().numpy(), masks.numpy(), ignore_index=255)
     expected_ce = F.cross_entropy(logits, masks, ignore_index=255)
-    assert abs(float(outputs["seg/loss_dice"]) - 0.7 * expected_dice) < 1e-5
+    assert abs(outputs["seg/loss_dice"].item() - 0.7 * expected_dice) < 1e-5
     torch.testing.assert_close(outputs["seg/loss_ce"], expected_ce)
     assert outputs["seg/loss_ce"].requires_grad and outputs["seg/loss_dice"].requires_grad
     # the loss outputs are the terms to sum: no total that would count them twice
@@ -262,8 +262,8 @@ def test_dice_of_a_perfect_confident_prediction_is_zero_and_ignored_pixels_do_no
     outputs = collection(
         {"seg/logits": logits, "masks": torch.where(ignored, torch.full_like(masks, 255), masks)}, groups={"LOSS"}
     )
-    assert float(outputs["seg/loss_dice"]) < 1e-6
-    assert float(outputs["seg/loss_ce"]) < 1e-6
+    assert outputs["seg/loss_dice"].item() < 1e-6
+    assert outputs["seg/loss_ce"].item() < 1e-6
 
 
 def test_all_ignored_masks_give_a_finite_zero_loss() -> None:
@@ -271,7 +271,7 @@ def test_all_ignored_masks_give_a_finite_zero_loss() -> None:
     named = random_inputs(1, 16, 16)
     named["masks"] = torch.full_like(named["masks"], 255)
     outputs = collection(named, groups={"MODEL", "LOSS"})
-    assert float(outputs["seg/loss_ce"]) == 0.0
+    assert outputs["seg/loss_ce"].item() == 0.0
     assert torch.isfinite(outputs["seg/loss_dice"])
 
 
@@ -355,12 +355,15 @@ def test_bad_masks_raise_brick_input_error(make_masks, got: str, expected: str) 
     collection = head(num_classes=3)
     named = random_inputs(2, 32, 32)
     named["masks"] = make_masks(named["masks"])
-    with pytest.raises(BrickInputError) as error:
-        collection(named, groups={"MODEL", "LOSS"})
-    message = str(error.value)
-    assert message.startswith("brick 'seg/loss': masks:"), message
-    assert got in message, message
-    assert expected in message, message
+    layout = "values" not in got  # dtype and shape: forward finds them; values: only check_inputs reads them
+    for run in [collection.check_batch] + ([collection] if layout else []):
+        for groups, brick in (({"MODEL", "LOSS"}, "loss"), ({"MODEL", "METRIC"}, "metrics")):
+            with pytest.raises(BrickInputError) as error:
+                run(named, groups=groups)
+            message = str(error.value)
+            assert message.startswith(f"brick 'seg/{brick}': masks:"), message
+            assert got in message, message
+            assert expected in message, message
 
 
 @pytest.mark.parametrize(
