@@ -37,6 +37,8 @@ SCRIPTS = {
     ],
     "train_step.py": ["model", "hand-written ms", "brickzoo ms", "difference ms", "brickzoo / hand"],
 }
+# script -> the first cell of rows it must print
+ROWS = {"compile.py": ["classification (resnet10t + head)", "classification (resnet10t + head), training step"]}
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
@@ -61,4 +63,6 @@ def test_benchmark_runs_quick_and_prints_its_table(script: str) -> None:
     assert rows, f"{script} printed a table header without rows:\n{result.stdout}"
     for row in rows:
         assert len(row.split(" | ")) == len(columns), f"{script}: row {row!r} has not {len(columns)} cells"
+    first_cells = [row.split(" | ")[0].removeprefix("| ") for row in rows]
+    assert all(cell in first_cells for cell in ROWS.get(script, [])), f"{script}: rows {first_cells}"
     assert any(line.startswith("target: ") for line in lines), f"{script} printed no target line:\n{result.stdout}"
