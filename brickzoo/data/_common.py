@@ -352,7 +352,7 @@ def readable_rows(paths: Sequence[Sequence[Path]], owner: str, where: str) -> li
         more = f"; and {len(skipped) - _SHOWN_UNREADABLE} more" if len(skipped) > _SHOWN_UNREADABLE else ""
         warnings.warn(
             f"{owner}: skipped {len(skipped)} of the {len(paths)} samples in {where} because a file cannot be decoded "
-            f"(skip_unreadable=True): {shown}{more}",
+            f"(skip_unreadable=True; re-save or remove these files): {shown}{more}",
             DataWarning,
             stacklevel=3,
         )

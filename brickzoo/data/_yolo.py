@@ -96,7 +96,12 @@ class YoloDetectionDataset(NamedDataset):
         self.root = self.yaml_file.parent / str(config.get("path") or ".")
         self.files = _split_images(config, self.root, split, self.yaml_file)
         if skip_unreadable:
-            self.files = [self.files[row] for row in readable_rows([[f] for f in self.files], _OWNER, repr(split))]
+            self.files = [
+                self.files[row]
+                for row in readable_rows(
+                    [[f] for f in self.files], _OWNER, f"split {split!r} of {str(self.yaml_file)!r}"
+                )
+            ]
         self.label_files = [_label_path(path) for path in self.files]
         self.background_images = [
             path for path, label in zip(self.files, self.label_files, strict=True) if not label.is_file()
