@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the whole suite).
-# Both create .venv and install the project into it when it is missing or older than pyproject.toml.
+# Both create .venv and install the project into it when it is missing or older than pyproject.toml
+# or setup.py (the editable install maps the package brickzoo.zoo_configs onto zoo_configs/).
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.brickzoo-installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,lightning]"
@@ -18,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/python -m brickzoo.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check brickzoo tests benchmarks
-	$(BIN)/ruff format --check brickzoo tests benchmarks
+	$(BIN)/ruff check brickzoo tests benchmarks setup.py
+	$(BIN)/ruff format --check brickzoo tests benchmarks setup.py
 	$(BIN)/mypy
 
 test: lint
@@ -30,4 +31,4 @@ bench: $(STAMP)
 	@for script in benchmarks/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf build runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build dist runs .pytest_cache .mypy_cache .ruff_cache

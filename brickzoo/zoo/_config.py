@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from brickzoo.zoo._datasets import dataset_entries, dataset_problems
 from brickzoo.zoo._validate import Problems, check_arguments, section, type_name, value_matches
 
 CONFIG_DIR_NAME = "zoo_configs"
+CONFIG_PACKAGE = "brickzoo.zoo_configs"  # the top-level zoo_configs/ folder, shipped in the wheel (setup.py)
 
 # head factory -> the dataset task whose classes it predicts
 HEAD_TASKS = {
@@ -49,14 +51,18 @@ WIRED_ARGUMENTS = {
 }
 
 
-def repo_config_dir() -> Path:
-    """The ``zoo_configs`` folder of the source tree brickzoo was installed from."""
-    return Path(__file__).resolve().parents[2] / CONFIG_DIR_NAME
+def packaged_config_dir() -> Path:
+    """The zoo configs shipped with brickzoo: the package ``brickzoo.zoo_configs``.
+
+    In a source checkout (also an editable install) that package is the top-level
+    ``zoo_configs/`` folder; in an installed wheel it is a folder inside the installed package.
+    """
+    return Path(str(resources.files(CONFIG_PACKAGE)))
 
 
 def config_dirs() -> list[Path]:
-    """Where config names are looked up: ``./zoo_configs`` first, then the repository's."""
-    dirs = [Path.cwd() / CONFIG_DIR_NAME, repo_config_dir()]
+    """Where config names are looked up: ``./zoo_configs`` first, then the configs shipped with brickzoo."""
+    dirs = [Path.cwd() / CONFIG_DIR_NAME, packaged_config_dir()]
     unique: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
@@ -73,14 +79,24 @@ def list_configs() -> list[Path]:
 
 
 def find_config(name: str | Path) -> Path:
-    """A config path from a path or a name (``shapes_multitask`` or ``shapes_multitask.yaml``)."""
+    """A config path from a path or a name (``shapes_multitask`` or ``shapes_multitask.yaml``).
+
+    A name is looked up in :func:`config_dirs`, in that order; within a folder the shallowest
+    match wins. A path with a folder part (``my_configs/a.yaml``) must exist as given: it is
+    never replaced by a shipped config of the same name.
+
+    Raises:
+        ConfigError: no such file or config name; the message lists close names or all of them.
+    """
     path = Path(name)
     if path.is_file():
         return path
+    if len(path.parts) > 1:
+        raise ConfigError(f"config file {str(name)!r} not found (expected an existing YAML file at that path)")
     candidates = [path.name, f"{path.name}.yaml"] if path.suffix != ".yaml" else [path.name]
     for folder in config_dirs():
         for candidate in candidates:
-            matches = sorted(folder.rglob(candidate))
+            matches = sorted(folder.rglob(candidate), key=lambda p: (len(p.parts), str(p)))
             if matches:
                 return matches[0]
     known = [p.stem for p in list_configs()]
@@ -97,9 +113,11 @@ def read_config(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any],
         return copy.deepcopy(dict(source)), "<dict>"
     path = find_config(source)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections {sorted(SECTIONS)}, got {type(data).__name__}")
     data.setdefault("name", path.stem)
