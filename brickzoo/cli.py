@@ -7,11 +7,14 @@ message and exit status 2, without a traceback; set ``BRICKZOO_DEBUG=1`` to see 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import json
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,15 @@ examples:
   brickzoo train shapes_multitask --out runs train.epochs=2 data.batch_size=16
   brickzoo train shapes_multitask --engine lightning --devices 2 --strategy ddp
   brickzoo evaluate shapes_multitask --weights runs/shapes_multitask
-  brickzoo predict shapes_multitask --weights runs/shapes_multitask photo1.png photo2.jpg --out predictions
+  brickzoo predict shapes_multitask --weights runs/shapes_multitask photo1.png photos/ 'more/*.jpg' --out predictions
   brickzoo train shapes_detection --weights runs/shapes_multitask --freeze backbone --freeze fpn
   brickzoo export shapes_multitask --weights runs/shapes_multitask --onnx model.onnx
 """
+ALLOW_PARTIAL = "--allow-partial"
+PREDICT_BATCH_SIZE = 16
+# environment variables through which launchers give a process its rank: torchrun, Lightning's
+# ddp strategy (it re-runs this command line with LOCAL_RANK and NODE_RANK set), SLURM, MPI
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 
 
 class UserError(Exception):
@@ -48,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
             "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3 data.batch_size=16"
         )
         return sub
+
+    def weights_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--weights", required=True, help="a run folder or a per-brick weight folder")
+        sub.add_argument(
+            ALLOW_PARTIAL,
+            action="store_true",
+            help="load the bricks whose weights fit and keep random weights for the others (default: every brick "
+            "with parameters must load, or it is an error)",
+        )
 
     commands.add_parser("list", help="list the zoo configs and everything the zoo offers")
 
@@ -74,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = config_command("evaluate", "evaluate trained weights on the config's test (or validation) split")
-    evaluate.add_argument("--weights", required=True, help="a run folder or a per-brick weight folder")
+    weights_options(evaluate)
     evaluate.add_argument(
         "--split", choices=["train", "val", "test"], default=None, help="split (default: test or val)"
     )
@@ -83,8 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         "predict", help="draw a model's predictions on image files", description="draw predictions on image files"
     )
     predict.add_argument("config", help="a config file or name")
-    predict.add_argument("images", nargs="+", help="image files (png, jpg, ...)")
-    predict.add_argument("--weights", required=True, help="a run folder or a per-brick weight folder")
+    predict.add_argument(
+        "images",
+        nargs="+",
+        help="image files, folders (searched recursively for image files) or glob patterns such as 'photos/*.jpg'",
+    )
+    weights_options(predict)
     predict.add_argument("--out", required=True, help="folder for the pictures")
     predict.add_argument(
         "--set",
@@ -96,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     export = config_command("export", "export a config's MODEL group to ONNX and check it against torch")
-    export.add_argument("--weights", required=True, help="a run folder or a per-brick weight folder")
+    weights_options(export)
     export.add_argument("--onnx", required=True, help="the ONNX file to write")
     return parser
 
@@ -115,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *leftovers]
     try:
         return int(COMMANDS[args.command](args) or 0)
-    except (BrickzooError, UserError, FileNotFoundError) as exc:
+    except (BrickzooError, UserError, OSError) as exc:  # OSError: files and folders the user named
         if os.environ.get("BRICKZOO_DEBUG"):
             raise
         print(f"brickzoo: error: {exc}", file=sys.stderr)
@@ -131,10 +152,11 @@ def _list(args: argparse.Namespace) -> int:
 
     from brickzoo.bag_of_bricks import list_zoo
     from brickzoo.zoo import dataset_entries, list_configs
+    from brickzoo.zoo._config import config_dirs
 
-    print("configs:")
+    print(f"configs (from {', '.join(str(d) for d in config_dirs())}):")
     for path in list_configs():
-        first = yaml.safe_load(path.read_text()) or {}
+        first = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         description = first.get("description", "") if isinstance(first, dict) else ""
         print(f"  {path.stem:<28} {description}")
     for kind, names in list_zoo().items():
@@ -156,16 +178,20 @@ def _graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _weights_folder(weights: str) -> Path:
-    from brickzoo.training import weights_folder
+def _load(recipe: Any, args: argparse.Namespace) -> None:
+    """Load ``--weights`` for evaluate, predict and export: every brick, unless ``--allow-partial``."""
+    from brickzoo.training import load_weights
 
-    return weights_folder(weights)
-
-
-def _load(recipe: Any, weights: str) -> None:
-    folder = _weights_folder(weights)
-    recipe.model.load_bricks(folder, strict=True)
-    print(f"loaded weights from {folder}")
+    report = load_weights(recipe.model, args.weights, allow_partial=args.allow_partial, partial_option=ALLOW_PARTIAL)
+    if report.partial or report.skipped or report.missing:
+        kept = len(report.skipped) + len(report.missing)
+        print(
+            f"loaded weights from {args.weights} in part ({ALLOW_PARTIAL}): {len(report.loaded)} bricks loaded, "
+            f"{len(report.partial)} in part, {kept} keep their random initialisation:"
+        )
+        print(textwrap.indent(str(report), "  "))
+    else:
+        print(f"loaded weights from {args.weights} (all {len(report.loaded)} bricks with weights)")
 
 
 def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
@@ -175,52 +201,109 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
             print(f"  {name:<40} {value:.4f}")
 
 
+def _is_global_zero() -> bool:
+    """Whether this process is the first (or only) one of its job.
+
+    A launcher (torchrun, SLURM, MPI, or Lightning's ``ddp`` strategy, which re-runs this very
+    command line in a new process for each further device) gives the processes it starts a rank
+    through the environment; only the process of global rank 0 owns the run folder.
+    """
+    values = [os.environ.get(name, "0").strip() for name in RANK_VARIABLES]
+    return all(not value.isdigit() or int(value) == 0 for value in values)
+
+
 def _train(args: argparse.Namespace) -> int:
-    from brickzoo.training import fit, freeze, load_pretrained, write_config
+    from brickzoo.training import freeze, load_pretrained, write_config
     from brickzoo.zoo import build_recipe
 
     recipe = build_recipe(args.config, args.overrides)
     run_dir = Path(args.out) / (args.name or recipe.name)
-    if run_dir.exists() and any(run_dir.iterdir()) and not args.resume:
-        raise UserError(f"run folder {run_dir} already exists; pass --resume to continue it or --name for a new one")
-    if args.weights:
-        report = load_pretrained(recipe.model, args.weights)
-        print(f"fine-tuning from {args.weights}:\n{textwrap.indent(str(report), '  ')}")
-    patterns = list(args.freeze) + list(recipe.train_config.freeze)
-    if patterns:
-        frozen = freeze(recipe.model, patterns)
-        print(f"frozen bricks: {', '.join(frozen)}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, recipe.config)
-    val_loader = recipe.loader("val") if "val" in recipe.datasets else None
-    if args.engine == "lightning":
-        from brickzoo.lightning import fit_with_lightning
-
-        result_metrics = fit_with_lightning(
-            recipe, run_dir=run_dir, devices=args.devices, strategy=args.strategy, quiet=args.quiet
-        )
-        if args.resume:
-            print("note: --resume applies to the native engine; Lightning resumes from its own checkpoints")
-    else:
-        result = fit(
-            recipe.model,
-            recipe.loader("train"),
-            val_loader,
-            recipe.train_config,
-            run_dir=run_dir,
-            resume=args.resume,
-            quiet=args.quiet,
-        )
-        result_metrics = result.final_metrics
-        print(f"trained {result.epochs_completed} epochs ({result.global_step} steps) in {result.seconds:.0f} s")
-    _print_metrics("final metrics:", {k: v for k, v in result_metrics.items() if k.startswith("val/")})
-    if not args.no_export and recipe.export_settings["enabled"]:
-        _export_and_check(recipe, run_dir / "model.onnx")
+    if not _is_global_zero():
+        # a process that Lightning (or torchrun) started for another device: rank 0 owns the run folder
+        if args.engine != "lightning":
+            raise UserError(
+                "the native engine trains in one process; for several processes use "
+                "--engine lightning --strategy ddp (Lightning starts the other processes itself)"
+            )
+        if args.weights:
+            load_pretrained(recipe.model, args.weights)
+        freeze(recipe.model, list(args.freeze) + list(recipe.train_config.freeze))
+        _fit(recipe, args, run_dir)
+        return 0
+    with _claim_run_folder(run_dir, args):
+        if args.weights:
+            report = load_pretrained(recipe.model, args.weights)
+            print(f"fine-tuning from {args.weights}:\n{textwrap.indent(str(report), '  ')}")
+        patterns = list(args.freeze) + list(recipe.train_config.freeze)
+        if patterns:
+            print(f"frozen bricks: {', '.join(freeze(recipe.model, patterns))}")
+        write_config(run_dir, recipe.config)
+        result_metrics = _fit(recipe, args, run_dir)
+        _print_metrics("final metrics:", {k: v for k, v in result_metrics.items() if k.startswith("val/")})
+        if not args.no_export and recipe.export_settings["enabled"]:
+            _export_and_check(recipe, run_dir / "model.onnx")
     print(f"run folder: {run_dir}")
     for name in ("metrics.jsonl", "final_metrics.json", "predictions.png", "loss_curves.png", "graph.md", "model.onnx"):
         if (run_dir / name).exists():
             print(f"  {run_dir / name}")
     return 0
+
+
+@contextlib.contextmanager
+def _claim_run_folder(run_dir: Path, args: argparse.Namespace) -> Iterator[None]:
+    """Create and lock the run folder; refuse one that holds a checkpoint unless ``--resume``.
+
+    A folder without a checkpoint (left by a run that failed before its first one) is trained in
+    again; ``--resume`` of such a folder is refused with what to do instead.
+    """
+    from brickzoo.training import lock_run_folder, make_output_folder, run_checkpoint
+
+    native = args.engine == "native"
+    no_checkpoint = (
+        f"run folder {run_dir} holds no checkpoint to continue (its run stopped before the first one); "
+        "run the same command without --resume to start it again"
+    )
+    if args.resume and native and not run_dir.is_dir():
+        raise UserError(no_checkpoint)
+    make_output_folder(run_dir, "run folder")
+    with lock_run_folder(run_dir) as lock:
+        checkpoint = run_checkpoint(run_dir)
+        if checkpoint is not None and not args.resume:
+            raise UserError(
+                f"run folder {run_dir} already holds a checkpoint ({checkpoint}); pass --resume to continue it, "
+                "or --name for a new run folder"
+            )
+        if args.resume and native and checkpoint is None:
+            raise UserError(no_checkpoint)
+        if args.resume and not native:
+            print("note: --resume applies to the native engine; the lightning engine starts this run afresh")
+        if checkpoint is None and any(p != lock for p in run_dir.iterdir()):
+            print(f"run folder {run_dir} holds no checkpoint (an earlier run stopped before its first one): reusing it")
+        yield
+
+
+def _fit(recipe: Any, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    """Train with the chosen engine; return the final metrics."""
+    from brickzoo.training import fit
+
+    if args.engine == "lightning":
+        from brickzoo.lightning import fit_with_lightning
+
+        return fit_with_lightning(
+            recipe, run_dir=run_dir, devices=args.devices, strategy=args.strategy, quiet=args.quiet
+        )
+    val_loader = recipe.loader("val") if "val" in recipe.datasets else None
+    result = fit(
+        recipe.model,
+        recipe.loader("train"),
+        val_loader,
+        recipe.train_config,
+        run_dir=run_dir,
+        resume=args.resume,
+        quiet=args.quiet,
+    )
+    print(f"trained {result.epochs_completed} epochs ({result.global_step} steps) in {result.seconds:.0f} s")
+    return result.final_metrics
 
 
 def _export_and_check(recipe: Any, path: Path) -> None:
@@ -241,63 +324,158 @@ def _evaluate(args: argparse.Namespace) -> int:
     from brickzoo.zoo import build_recipe
 
     recipe = build_recipe(args.config, args.overrides)
-    _load(recipe, args.weights)
+    _load(recipe, args)
     split = args.split or recipe.evaluation_split()
-    metrics = evaluate(recipe.model, recipe.loader(split), device=recipe.train_config.device)
+    metrics = evaluate(recipe.model, recipe.loader(split, shuffle=False), device=recipe.train_config.device)
     _print_metrics(f"{split} metrics:", metrics)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=None))
     return 0
 
 
+# -- predict ------------------------------------------------------------------------------------------
+def _image_files(specs: Sequence[str]) -> list[Path]:
+    """The image files that ``predict``'s arguments name, in order, each once.
+
+    A file is taken as given (its decoder decides); a folder gives its image files, sub-folders
+    included (hidden entries skipped); a glob pattern gives the image files and folders it matches.
+    Files of folders and patterns that are not images are skipped, and a line counts them.
+
+    Raises:
+        UserError: an argument names nothing, or a folder or pattern holds no image file.
+    """
+    from brickzoo.data import IMAGE_EXTENSIONS
+
+    images: dict[Path, Path] = {}
+    skipped: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_file():
+            images.setdefault(path.resolve(), path)
+            continue
+        if path.is_dir():
+            matches, what = [path], f"folder {spec}"
+        elif any(char in spec for char in "*?["):
+            matches, what = [Path(m) for m in sorted(glob.glob(spec, recursive=True))], f"pattern {spec!r}"
+            if not matches:
+                raise UserError(f"{what} matches no file")
+        else:
+            raise UserError(
+                f"image {spec} does not exist (expected an image file, a folder of images or a glob pattern "
+                "such as 'photos/*.jpg')"
+            )
+        files = [f for m in matches for f in ([m] if m.is_file() else _files_below(m))]
+        found = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
+        skipped += [f for f in files if f.suffix.lower() not in IMAGE_EXTENSIONS]
+        if not found:
+            raise UserError(
+                f"{what} holds no image file (expected files ending in {', '.join(IMAGE_EXTENSIONS)}; "
+                f"got {len(files)} other files)"
+            )
+        for file in found:
+            images.setdefault(file.resolve(), file)
+    if skipped:
+        names = ", ".join(str(f) for f in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        print(f"skipped {len(skipped)} files that are not images: {names}")
+    return list(images.values())
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """The files below a folder, sub-folders included, hidden files and folders left out, sorted."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _output_names(images: Sequence[Path]) -> list[str]:
+    """One distinct name per image for its pictures: the file stem, plus the extension when stems repeat.
+
+    ``a.png`` and ``a.jpg`` become ``a_png`` and ``a_jpg``; the same name from two folders gets
+    ``_2``, ``_3``... appended.
+    """
+    stems = Counter(p.stem for p in images)
+    used: set[str] = set()
+    names = []
+    for image in images:
+        base = image.stem if stems[image.stem] == 1 else f"{image.stem}_{image.suffix.lstrip('.')}"
+        name, number = base, 1
+        while name in used:
+            number += 1
+            name = f"{base}_{number}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def _predict(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     from brickzoo import Stage
-    from brickzoo.tensor_conversions import pillow_images_to_batched_tensor
+    from brickzoo.data import load_image
+    from brickzoo.training import check_output_folder, make_output_folder
     from brickzoo.zoo import build_recipe
 
+    images = _image_files(args.images)
+    out = check_output_folder(args.out, "--out")
     recipe = build_recipe(args.config, args.overrides)
-    _load(recipe, args.weights)
-    size = recipe.example_inputs(1)["images"].shape[-2:]
-    images = []
-    for name in args.images:
-        path = Path(name)
-        if not path.is_file():
-            raise UserError(f"image {path} does not exist")
-        try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB").resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"image {path} cannot be read as an image: {exc}") from exc
-    batch = {"images": pillow_images_to_batched_tensor(images)}
+    _load(recipe, args)
+    size = tuple(int(n) for n in recipe.example_inputs(1)["images"].shape[-2:])
     model = recipe.model.cpu().eval()
     groups = {"MODEL", "VISUALIZATION"}
-    missing = set(model.required_inputs(groups)) - set(batch)
+    missing = set(model.required_inputs(groups)) - {"images"}
     if missing:
         raise UserError(f"the model's visualizers need {sorted(missing)}, which image files do not give")
-    with torch.no_grad():
-        outputs = model(batch, groups=groups, stage=Stage.INFERENCE)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, value in outputs.items():
-        if isinstance(value, list) and value and all(isinstance(v, Image.Image) for v in value):
-            for source, picture in zip(args.images, value, strict=True):
-                target = out / f"{Path(source).stem}_{name.replace('/', '_')}.png"
-                picture.save(target)
-                written.append(target)
-    for path in written:
-        print(path)
+    names = _output_names(images)
+    make_output_folder(out, "--out")
+    written: list[Path] = []
+    for start in range(0, len(images), PREDICT_BATCH_SIZE):
+        chunk = slice(start, start + PREDICT_BATCH_SIZE)
+        batch = {"images": torch.stack([load_image(path, image_size=size) for path in images[chunk]])}  # [B, 3, H, W]
+        with torch.no_grad():
+            outputs = model(batch, groups=groups, stage=Stage.INFERENCE)
+        written += _save_pictures(outputs, names[chunk], out, set(written))
+    print(f"wrote {len(written)} pictures of {len(images)} images to {out}")
+    for path in written if len(written) <= 30 else []:
+        print(f"  {path}")
     return 0
 
 
+def _save_pictures(outputs: dict[str, Any], names: Sequence[str], out: Path, taken: set[Path]) -> list[Path]:
+    """Save every output that is a list of pillow images, one file per image: ``<name>_<output>.png``."""
+    from PIL import Image
+
+    written: list[Path] = []
+    for key, value in outputs.items():
+        if not (isinstance(value, list) and value and all(isinstance(v, Image.Image) for v in value)):
+            continue
+        for name, picture in zip(names, value, strict=True):
+            target, number = out / f"{name}_{key.replace('/', '_')}.png", 1
+            while target in taken:  # another image's name plus another output's name can spell the same
+                number += 1
+                target = out / f"{name}_{key.replace('/', '_')}_{number}.png"
+            picture.save(target)
+            taken.add(target)
+            written.append(target)
+    return written
+
+
 def _export(args: argparse.Namespace) -> int:
+    from brickzoo.training import check_output_folder, make_output_folder
     from brickzoo.zoo import build_recipe
 
+    onnx_path = Path(args.onnx)
+    if onnx_path.is_dir():
+        raise UserError(
+            f"--onnx {onnx_path} is a folder; expected the path of the ONNX file to write, "
+            f"e.g. {onnx_path / 'model.onnx'}"
+        )
+    what = f"--onnx {onnx_path}: folder"
+    check_output_folder(onnx_path.parent, what)
     recipe = build_recipe(args.config, args.overrides)
-    _load(recipe, args.weights)
-    _export_and_check(recipe, Path(args.onnx))
+    _load(recipe, args)
+    make_output_folder(onnx_path.parent, what)
+    _export_and_check(recipe, onnx_path)
     return 0
 
 

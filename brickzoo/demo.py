@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -18,20 +19,27 @@ from brickzoo import cli
 CONFIG = "shapes_multitask"
 
 
-def _write_sample_images(folder: Path, count: int) -> list[str]:
-    """Held-out shapes images as PNG files, to show ``brickzoo predict`` on plain image files."""
+def _write_sample_images(folder: Path, count: int) -> Path:
+    """Held-out shapes images as PNG files, to show ``brickzoo predict`` on a folder of plain image files."""
     from brickzoo.data import ShapesDataset
     from brickzoo.tensor_conversions import unpack_batched_tensor_to_pillow_images
 
     folder.mkdir(parents=True, exist_ok=True)
     dataset = ShapesDataset(num_samples=count, image_size=64, seed=424242)
-    paths = []
     for index in range(count):
         (image,) = unpack_batched_tensor_to_pillow_images(dataset[index]["images"][None])
-        path = folder / f"shapes_{index}.png"
-        image.save(path)
-        paths.append(str(path))
-    return paths
+        image.save(folder / f"shapes_{index}.png")
+    return folder
+
+
+def _remove_previous_run(run_dir: Path) -> None:
+    """Delete the previous demo run folder, unless another process is training in it (OutputError)."""
+    from brickzoo.training import lock_run_folder
+
+    if run_dir.is_dir():
+        with lock_run_folder(run_dir):
+            print(f"removing the previous demo run {run_dir}")
+            shutil.rmtree(run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=1")
     args = parser.parse_args(argv)
     run_dir = Path(args.out) / "demo"
-    if run_dir.exists():
-        print(f"removing the previous demo run {run_dir}")
-        shutil.rmtree(run_dir)
+    try:
+        _remove_previous_run(run_dir)
+    except OSError as exc:  # OutputError (in use by another process) or no permission
+        print(f"brickzoo: error: {exc}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     steps = [
         ("train, validate and export", ["train", CONFIG, "--out", args.out, "--name", "demo", *args.overrides]),
@@ -54,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if status:
             return status
     images = _write_sample_images(run_dir / "sample_images", count=4)
-    predict = ["predict", CONFIG, *images, "--weights", str(run_dir), "--out", str(run_dir / "predictions")]
+    predict = ["predict", CONFIG, str(images), "--weights", str(run_dir), "--out", str(run_dir / "predictions")]
     for override in args.overrides:
         predict += ["--set", override]
     print(f"\n== draw predictions on image files: brickzoo {' '.join(predict)}")

@@ -3,14 +3,20 @@
 A run folder holds ``config.json`` (the caller's whole config), ``train_config.json``,
 ``metrics.jsonl`` (one JSON line per epoch), ``final_metrics.json``, ``loss_curves.png``,
 ``predictions.png``, ``graph.md`` and the ``checkpoint/`` folder. Every file is written to a
-temporary file and renamed into place.
+temporary file and renamed into place. While a process trains in it, the folder holds
+``.brickzoo.lock`` (see :func:`lock_run_folder`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,8 @@ from brickzoo._collection import BrickCollection
 from brickzoo._groups import MODEL, VISUALIZATION, Stage
 from brickzoo._mermaid import create_mermaid_dag_graph
 from brickzoo._weights import _atomic_write
-from brickzoo.errors import DataError
+from brickzoo.errors import DataError, OutputError
+from brickzoo.training._checkpoint import find_checkpoint
 from brickzoo.training._plots import plot_loss_curves, predictions_grid
 
 METRICS_FILE = "metrics.jsonl"
@@ -31,6 +38,7 @@ TRAIN_CONFIG_FILE = "train_config.json"
 LOSS_CURVES_FILE = "loss_curves.png"
 PREDICTIONS_FILE = "predictions.png"
 GRAPH_FILE = "graph.md"
+LOCK_FILE = ".brickzoo.lock"
 VISUALIZATION_GROUPS = frozenset({MODEL, VISUALIZATION})
 
 
@@ -164,3 +172,127 @@ def write_predictions(
     path = Path(run_dir) / PREDICTIONS_FILE
     _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
     return path
+
+
+# -- output folders and the run folder's lock -----------------------------------------------------
+def check_output_folder(path: str | Path, what: str) -> Path:
+    """Check that ``path`` is, or can be created as, a folder this process can write in; create nothing.
+
+    The nearest existing folder on the way is probed by creating (and deleting) a temporary
+    file, which also catches what permission bits cannot tell (read-only file systems,
+    ``/proc``, ``/sys``, root's rights).
+
+    Args:
+        path: the folder.
+        what: how the user named it, for the message (e.g. ``"--out"``).
+
+    Raises:
+        OutputError: ``path`` or a folder on its way is a file, or nothing can be written there.
+    """
+    folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"cannot be created: {existing} is a file"
+        raise OutputError(f"{what} {folder} {where}; expected a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"{what} {folder}: cannot write in {existing} ({exc.strerror or exc}); choose a folder you can write to"
+        ) from exc
+    return folder
+
+
+def make_output_folder(path: str | Path, what: str) -> Path:
+    """Create a folder to write outputs in (parents included) after :func:`check_output_folder`.
+
+    Raises:
+        OutputError: as :func:`check_output_folder`, or the folder cannot be created.
+    """
+    folder = check_output_folder(path, what)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{what} {folder}: cannot create the folder ({exc.strerror or exc})") from exc
+    return folder
+
+
+def run_checkpoint(run_dir: str | Path) -> Path | None:
+    """What makes a run folder a run to continue rather than to start: its checkpoint, if any.
+
+    That is the native engine's last complete checkpoint, the final ``weights/`` of a run of the
+    lightning engine, or a Lightning checkpoint under ``lightning/checkpoints``. A folder left by
+    a run that failed before its first checkpoint holds none and can be trained in again.
+    """
+    run = Path(run_dir)
+    checkpoint = find_checkpoint(run)
+    if checkpoint is not None:
+        return checkpoint
+    if (run / "weights").is_dir() and any((run / "weights").iterdir()):
+        return run / "weights"
+    return next(iter(sorted((run / "lightning" / "checkpoints").glob("*.ckpt"))), None)
+
+
+@contextlib.contextmanager
+def lock_run_folder(run_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on a run folder while this process trains in it.
+
+    The lock is ``fcntl.flock`` on ``<run_dir>/.brickzoo.lock``, which holds the owner's process
+    id. The kernel releases it when the process ends, however it ends, so a crashed run never
+    leaves a stale lock; the file is removed on a normal exit. Where the file system cannot lock
+    (or without ``fcntl``), a warning says so and training goes on unlocked.
+
+    Args:
+        run_dir: an existing run folder.
+
+    Yields:
+        The lock file.
+
+    Raises:
+        OutputError: another process holds the lock; the message names the folder and its pid.
+    """
+    file = Path(run_dir) / LOCK_FILE
+    fd = _locked_fd(file)
+    try:
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        yield file
+    finally:
+        if fd is not None:
+            file.unlink(missing_ok=True)  # before unlocking: a process waiting on this file retries on the new one
+            os.close(fd)
+
+
+def _locked_fd(file: Path) -> int | None:
+    """Open and lock ``file``; None (and a warning) where the system or file system cannot lock."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        warnings.warn(f"cannot lock run folder {file.parent} on this system; training goes on unlocked", stacklevel=4)
+        return None
+    while True:
+        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            owner = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                warnings.warn(f"cannot lock run folder {file.parent} ({exc}); training goes on unlocked", stacklevel=4)
+                return None
+            pid = f" (pid {owner})" if owner.isdigit() else ""
+            raise OutputError(
+                f"run folder {file.parent} is in use by another brickzoo process{pid}; wait for it to end, "
+                "or pass --name for a new run folder"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(file).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the owner removed the file between our open and lock: lock the new one

@@ -9,8 +9,17 @@ import torch
 from training_toys import head_bricks, loader, toy_collection, weights
 
 from brickzoo import BrickCollection, save_bricks
-from brickzoo.errors import ConfigError, WeightsError
-from brickzoo.training import TrainConfig, build_optimizer, fit, freeze, load_pretrained, param_groups
+from brickzoo.errors import ConfigError, WeightsError, WeightsNotADirectoryError, WeightsNotFoundError
+from brickzoo.training import (
+    TrainConfig,
+    build_optimizer,
+    find_fitting_weights,
+    fit,
+    freeze,
+    load_pretrained,
+    load_weights,
+    param_groups,
+)
 
 
 def quick(**overrides: object) -> TrainConfig:
@@ -113,7 +122,7 @@ def test_load_pretrained_takes_a_weight_folder_and_explains_failures(tmp_path: P
     report = load_pretrained(target, tmp_path / "weights")
     assert report.loaded == ["backbone", "head0/classify"]
     assert all(torch.equal(a, b) for a, b in zip(weights(source).values(), weights(target).values(), strict=True))
-    with pytest.raises(WeightsError, match="expected a run folder .* or a per-brick weight folder"):
+    with pytest.raises(WeightsNotFoundError, match="expected a run folder .* or a per-brick weight folder"):
         load_pretrained(target, tmp_path / "nowhere")
     other = BrickCollection({"elsewhere": head_bricks(3)})
     with pytest.raises(WeightsError, match="nothing in .* fits the collection"):
@@ -138,3 +147,91 @@ def test_fine_tuning_a_new_head_leaves_the_other_head_bit_identical(trained_run:
         after = collection(batch, groups={"MODEL"})["head0/logits"]
     assert torch.equal(before, after)
     assert any(not torch.equal(v, head1_before[k]) for k, v in weights(collection["head1"]).items())
+
+
+# -- strict loading for evaluate / predict / export ---------------------------------------------------
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """``runs/good`` (toy weights), ``runs/five`` (head0 with 5 classes), ``runs/empty`` and a file."""
+    save_bricks(toy_collection(seed=3), tmp_path / "runs" / "good")
+    save_bricks(toy_collection(seed=4, num_classes=5), tmp_path / "runs" / "five")
+    (tmp_path / "runs" / "empty").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("not weights")
+    return tmp_path / "runs"
+
+
+def test_load_weights_loads_every_brick_exactly(runs: Path) -> None:
+    target = toy_collection(seed=9)
+    report = load_weights(target, runs / "good")
+    assert report.loaded == ["backbone", "head0/classify"] and not report.missing and not report.partial
+    source = weights(toy_collection(seed=3))
+    assert all(torch.equal(value, source[key]) for key, value in weights(target).items())
+
+
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        ("empty", ["2 of 2 bricks", "brick 'backbone': no weight file", "brick 'head0/classify': no weight file"]),
+        ("five", ["1 of 2 bricks", "head0/classify", "file [5, 8] vs brick [3, 8]", "pass allow_partial=True"]),
+        (".", ["2 of 2 bricks", "brick 'backbone': no weight file"]),
+    ],
+)
+def test_load_weights_refuses_a_folder_that_leaves_bricks_random(runs: Path, folder: str, expected: list[str]) -> None:
+    """An empty folder, another model's weights or the parent folder: an error and nothing loaded."""
+    target = toy_collection(seed=9)
+    before = weights(target)
+    with pytest.raises(WeightsError) as info:
+        load_weights(target, runs / folder)
+    message = str(info.value)
+    for part in expected:
+        assert part in message
+    assert "would keep their random initialisation; nothing was loaded" in message
+    assert f"weights that fit every brick: {runs / 'good'}" in message  # found below the parent or next to it
+    assert all(torch.equal(value, before[key]) for key, value in weights(target).items())
+
+
+def test_load_weights_names_the_option_for_partial_loading_and_allows_it(runs: Path) -> None:
+    with pytest.raises(WeightsError, match="pass --allow-partial to load only the bricks that fit"):
+        load_weights(toy_collection(), runs / "five", partial_option="--allow-partial")
+    target = toy_collection(seed=9)
+    before = weights(target)
+    report = load_weights(target, runs / "five", allow_partial=True)
+    assert report.loaded == ["backbone"] and list(report.skipped) == ["head0/classify"]
+    five = weights(toy_collection(seed=4, num_classes=5))
+    now = weights(target)
+    assert all(torch.equal(now[k], five[k]) for k in now if k.startswith("backbone."))
+    assert all(torch.equal(now[k], before[k]) for k in now if k.startswith("head0."))
+    with pytest.raises(WeightsError, match="nothing in .*empty fits the collection"):
+        load_weights(toy_collection(), runs / "empty", allow_partial=True)
+
+
+def test_load_weights_missing_folder_or_file_are_os_errors_with_suggestions(runs: Path) -> None:
+    with pytest.raises(WeightsNotFoundError, match="got no such folder") as missing:
+        load_weights(toy_collection(), runs / "god")
+    assert isinstance(missing.value, FileNotFoundError)
+    assert f"weights that fit every brick: {runs / 'good'}" in str(missing.value)  # a sibling of the typo
+    with pytest.raises(WeightsNotADirectoryError, match="got a file") as file:
+        load_weights(toy_collection(), runs / "notes.txt")
+    assert isinstance(file.value, NotADirectoryError)
+
+
+def test_fitting_weights_are_judged_by_tensor_names_and_shapes(runs: Path, trained_run: tuple[Path, dict]) -> None:
+    collection = toy_collection()
+    assert find_fitting_weights(collection, runs) == [runs / "good"]
+    assert find_fitting_weights(collection, runs / "five") == [runs / "good"]  # a sibling
+    assert find_fitting_weights(toy_collection(num_classes=5), runs) == [runs / "five"]
+    # right file names, a renamed tensor: does not fit
+    renamed = runs / "renamed"
+    save_bricks(toy_collection(), renamed)
+    state = torch.load(renamed / "backbone.pt", weights_only=True)
+    state["model.0.kernel"] = state.pop("model.0.weight")
+    torch.save(state, renamed / "backbone.pt")
+    save_bricks(toy_collection(), runs / "safetensors", format="safetensors")
+    assert find_fitting_weights(collection, runs) == [runs / "good", runs / "safetensors"]
+    with pytest.raises(WeightsError, match=r"0\.kernel \(not in the brick\)"):
+        load_weights(collection, renamed)
+    save_bricks(toy_collection(), runs / "group" / "deep")  # two levels below: found after the first level
+    assert find_fitting_weights(collection, runs) == [runs / "good", runs / "safetensors", runs / "group" / "deep"]
+    assert find_fitting_weights(collection, runs, limit=1) == [runs / "good"]
+    run, _ = trained_run  # a run folder written by fit is found through its checkpoint
+    assert find_fitting_weights(collection, run.parent)[0] == run  # (siblings of run.parent may follow)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,19 @@ from PIL import Image
 from training_toys import loader, toy_collection
 
 from brickzoo import BrickCollection, create_mermaid_dag_graph
-from brickzoo.training import Panel, TrainConfig, fit, plot_loss_curves, plot_panels, predictions_grid
+from brickzoo.errors import OutputError
+from brickzoo.training import (
+    Panel,
+    TrainConfig,
+    check_output_folder,
+    fit,
+    lock_run_folder,
+    make_output_folder,
+    plot_loss_curves,
+    plot_panels,
+    predictions_grid,
+    run_checkpoint,
+)
 
 SAVE_PNGS = os.environ.get("BRICKZOO_SAVE_PNGS")  # a folder to copy the pictures to, for a person to look at
 
@@ -106,3 +122,86 @@ def test_curves_cope_with_one_epoch_and_without_validation() -> None:
     assert image.size == (1120, 360)
     empty = plot_panels([Panel("nothing")])
     assert empty.size == (560, 360)
+
+
+# -- output folders, run checkpoints and the lock --------------------------------------------------
+def test_output_folders_that_cannot_be_written_are_clear_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "a_file"
+    file.write_text("x")
+    with pytest.raises(OutputError, match=r"--out .*a_file is a file; expected a folder"):
+        check_output_folder(file, "--out")
+    with pytest.raises(OutputError, match=r"cannot be created: .*a_file is a file"):
+        make_output_folder(file / "run", "run folder")
+    # root may write almost anywhere; /sys refuses new files even to root
+    with pytest.raises(OutputError, match=r"--out /sys/brickzoo_test/run: cannot write in /sys \(") as info:
+        make_output_folder("/sys/brickzoo_test/run", "--out")
+    assert isinstance(info.value, OSError) and not Path("/sys/brickzoo_test").exists()
+    assert check_output_folder(tmp_path / "new" / "deeper", "--out") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(OutputError, match=r"run folder .*new: cannot create the folder \(Permission denied\)"):
+        make_output_folder(tmp_path / "new", "run folder")
+
+
+def test_run_checkpoint_tells_a_run_to_continue_from_a_failed_one(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".checkpoint-abc").mkdir(parents=True)  # a first checkpoint interrupted while being written
+    (run / "metrics.jsonl").write_text("")
+    assert run_checkpoint(run) is None
+    assert run_checkpoint(tmp_path / "nowhere") is None
+    (run / "checkpoint").mkdir()
+    assert run_checkpoint(run) is None  # not complete without trainer_state.pt
+    (run / "checkpoint" / "trainer_state.pt").write_bytes(b"")
+    assert run_checkpoint(run) == run / "checkpoint"
+    lightning = tmp_path / "lightning_run"
+    (lightning / "lightning" / "checkpoints").mkdir(parents=True)
+    assert run_checkpoint(lightning) is None
+    (lightning / "lightning" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert run_checkpoint(lightning) == lightning / "lightning" / "checkpoints" / "last.ckpt"
+    (lightning / "weights").mkdir()
+    (lightning / "weights" / "backbone.pt").write_bytes(b"")
+    assert run_checkpoint(lightning) == lightning / "weights"
+
+
+def test_a_locked_run_folder_is_refused_and_released(tmp_path: Path) -> None:
+    refused = f"run folder {tmp_path} is in use by another brickzoo process \\(pid {os.getpid()}\\)"
+    with lock_run_folder(tmp_path) as lock:
+        assert lock.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(OutputError, match=refused) as info, lock_run_folder(tmp_path):
+            pass  # a second open file description of the lock file: flock refuses it
+        assert isinstance(info.value, OSError)
+    assert not lock.exists()
+    with lock_run_folder(tmp_path):  # free again
+        pass
+
+
+HOLD_LOCK = """
+import sys, time
+from brickzoo.training import lock_run_folder
+with lock_run_folder(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_the_lock_of_another_process_and_of_a_killed_one(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLD_LOCK), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        refused = rf"in use by another brickzoo process \(pid {holder.pid}\)"
+        with pytest.raises(OutputError, match=refused), lock_run_folder(tmp_path):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: no clean-up runs
+        holder.wait(timeout=60)
+    assert (tmp_path / ".brickzoo.lock").read_text() == f"{holder.pid}\n"  # the file stays...
+    with lock_run_folder(tmp_path) as lock:  # ...but the kernel released the lock with the process
+        assert lock.read_text() == f"{os.getpid()}\n"
