@@ -119,7 +119,8 @@ def from_tv_tensors(sample: Mapping[str, Any]) -> dict[str, Any]:
 
     ``images`` become plain float32 tensors clamped to [0, 1] (bicubic resizing may overshoot),
     ``masks`` int64, ``boxes`` float32 ``[K, 4]``, ``boxes_dropped (Tensor[])`` int64 (when the
-    sample has boxes) and ``instances`` renumbered ``1..K`` over the kept boxes (0 elsewhere).
+    sample has boxes; added to the sample's own ``boxes_dropped`` if it has one) and ``instances``
+    renumbered ``1..K`` over the kept boxes (0 elsewhere).
 
     Example:
         >>> import torch
@@ -129,6 +130,11 @@ def from_tv_tensors(sample: Mapping[str, Any]) -> dict[str, Any]:
         tensor(1)
     """
     out = {key: value for key, value in sample.items() if key not in (_BOX_INDEX, _BOX_COUNT)}
+    if not sample["images"].is_floating_point():
+        raise DataError(
+            f"from_tv_tensors: the pipeline returned images of dtype {sample['images'].dtype}; expected float images "
+            "in [0, 1] (a transform converted them: leave dtype conversions to the model's preprocessor)"
+        )
     out["images"] = sample["images"].as_subclass(torch.Tensor).float().clamp(0.0, 1.0)  # [3, H, W]
     if "masks" in sample:
         out["masks"] = sample["masks"].as_subclass(torch.Tensor).long()  # [H, W]
@@ -136,7 +142,8 @@ def from_tv_tensors(sample: Mapping[str, Any]) -> dict[str, Any]:
         out["boxes"] = sample["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4)  # [K, 4]
     if _BOX_INDEX in sample:
         kept = sample[_BOX_INDEX]  # [K] indices of the input boxes that are left
-        out["boxes_dropped"] = torch.tensor(sample[_BOX_COUNT] - len(kept), dtype=torch.int64)
+        earlier = int(sample.get("boxes_dropped", 0))  # counted by an inner TransformedDataset
+        out["boxes_dropped"] = torch.tensor(earlier + sample[_BOX_COUNT] - len(kept), dtype=torch.int64)
         if "instances" in sample:
             instances = sample["instances"].as_subclass(torch.Tensor).long()  # [H, W] 0 or 1..M
             largest = max(sample[_BOX_COUNT], int(instances.max()) if instances.numel() else 0)
@@ -219,8 +226,9 @@ class TransformedDataset(NamedDataset):
 
     Sample ``index`` of epoch ``e`` is augmented with the seed :func:`sample_seed` ``(seed, index, e)``,
     so it is the same in any DataLoader worker, in any order, across runs; :meth:`set_epoch`
-    (call it before each epoch, like ``DistributedSampler.set_epoch``) draws new augmentations.
-    The epoch lives in shared memory, so persistent DataLoader workers see it too.
+    (call it before iterating each epoch's loader, like ``DistributedSampler.set_epoch``) draws
+    new augmentations. The epoch lives in shared memory, so persistent DataLoader workers see it
+    too.
 
     Every sample is the wrapped dataset's sample after :func:`apply_transforms`: the same keys at
     the pipeline's output size, plus ``boxes_dropped (Tensor[])`` int64 when it has boxes (the

@@ -54,6 +54,12 @@ class LetterboxParams(NamedTuple):
         output_size: size of the output (resized image plus padding).
         pad_left: padding columns on the left.
         pad_top: padding rows on the top.
+
+    Example:
+        >>> from brickzoo.data.transforms import letterbox_params
+        >>> params = letterbox_params((100, 200), 400)
+        >>> params.scale_x, params.scale_y, params.padding
+        (2.0, 2.0, (0, 100, 0, 100))
     """
 
     original_size: tuple[int, int]

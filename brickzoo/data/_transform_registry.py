@@ -194,6 +194,12 @@ class TransformEntry:
         crops: it can cut objects out of the image (so boxes may be dropped, and a classification
             label that depends on the objects, such as the shapes dataset's largest shape, may no
             longer be true).
+
+    Example:
+        >>> from brickzoo.data.transforms import transform_entry
+        >>> entry = transform_entry("random_iou_crop")
+        >>> entry.crops, entry.builder(min_scale=0.5).min_scale
+        (True, 0.5)
     """
 
     builder: Callable[..., v2.Transform]
@@ -264,7 +270,13 @@ def _close_names(name: str) -> str:
 
 
 def transform_entry(name: str) -> TransformEntry:
-    """The registry entry of ``name``; ZooError with close matches when unknown."""
+    """The registry entry of ``name``; ZooError with close matches when unknown.
+
+    Example:
+        >>> from brickzoo.data.transforms import transform_entry
+        >>> transform_entry("letterbox").crops
+        False
+    """
     if name not in _REGISTRY:
         raise ZooError(f"unknown transform {name!r}; {_close_names(name)}")
     return _REGISTRY[name]

@@ -90,10 +90,21 @@ class VocDetectionDataset(NamedDataset):
         strict: raise a DataError instead of clipping boxes with a warning.
 
     Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
         >>> from brickzoo.data import VocDetectionDataset
-        >>> dataset = VocDetectionDataset("VOCdevkit/VOC2012", split="val")  # doctest: +SKIP
-        >>> dataset.num_classes, dataset[0]["boxes"].shape  # doctest: +SKIP
-        (20, torch.Size([2, 4]))
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        ...     (root / folder).mkdir(parents=True)
+        >>> Image.new("RGB", (64, 48)).save(root / "JPEGImages/a.jpg")
+        >>> _ = (root / "ImageSets/Main/train.txt").write_text("a\\n")
+        >>> _ = (root / "Annotations/a.xml").write_text(
+        ...     "<annotation><size><width>64</width><height>48</height></size><object><name>dog</name>"
+        ...     "<bndbox><xmin>1</xmin><ymin>11</ymin><xmax>32</xmax><ymax>40</ymax></bndbox></object></annotation>")
+        >>> sample = VocDetectionDataset(root, split="train")[0]
+        >>> sample["boxes"], sample["box_labels"]
+        (tensor([[ 0., 10., 32., 40.]]), tensor([11]))
     """
 
     def __init__(

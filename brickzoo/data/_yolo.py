@@ -72,10 +72,19 @@ class YoloDetectionDataset(NamedDataset):
             image cannot be decoded. The message names the file (and line).
 
     Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
         >>> from brickzoo.data import YoloDetectionDataset
-        >>> dataset = YoloDetectionDataset("coco8", split="val")  # doctest: +SKIP
-        >>> dataset.class_names[:2], dataset[0]["boxes"].shape  # doctest: +SKIP
-        (['person', 'bicycle'], torch.Size([2, 4]))
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for folder in ("images/train", "labels/train"):
+        ...     (root / folder).mkdir(parents=True)
+        >>> Image.new("RGB", (64, 48)).save(root / "images/train/a.png")
+        >>> _ = (root / "labels/train/a.txt").write_text("1 0.5 0.5 0.25 0.5\\n")  # class cx cy w h
+        >>> _ = (root / "data.yaml").write_text("names: [cat, dog]\\n")
+        >>> sample = YoloDetectionDataset(root, split="train")[0]
+        >>> sample["boxes"], sample["box_labels"]
+        (tensor([[24., 12., 40., 36.]]), tensor([1]))
     """
 
     def __init__(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch.nn import functional as torch_f
+from torchvision.transforms import v2
 
 from brickzoo.data import ShapesDataset
 from brickzoo.data.transforms import (
@@ -237,3 +238,8 @@ def test_seeded_calls_restore_the_global_generator() -> None:
     assert not math.isclose(
         float(first["images"].sum()), float(apply_transforms(pipeline, sample, seed=8)["images"].sum())
     )
+
+
+def test_a_pipeline_that_changes_the_image_dtype_is_refused() -> None:
+    with pytest.raises(DataError, match=r"images of dtype torch\.uint8; expected float images in \[0, 1\]"):
+        apply_transforms(v2.ToDtype(torch.uint8, scale=True), {"images": torch.rand(3, 4, 4)})

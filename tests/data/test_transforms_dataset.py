@@ -87,3 +87,12 @@ def test_wrapper_checks_its_arguments_and_keeps_the_tasks() -> None:
         dataset.set_epoch(-2)
     with pytest.raises(IndexError):
         dataset[2]
+
+
+def test_nested_wrappers_add_their_counts() -> None:
+    shapes = ShapesDataset(8, image_size=32, max_shapes=4)
+    inner = TransformedDataset(shapes, build_transforms([{"center_crop": {"size": 12}}]))
+    outer = TransformedDataset(inner, build_transforms([{"center_crop": {"size": 6}}]))
+    assert sum(int(inner[i]["boxes_dropped"]) for i in range(len(shapes))) > 0  # the inner crop drops some
+    for index in range(len(shapes)):
+        assert int(outer[index]["boxes_dropped"]) == len(shapes[index]["boxes"]) - len(outer[index]["boxes"])
