@@ -244,6 +244,8 @@ class TransformedDataset(NamedDataset):
     Attributes:
         dataset: the wrapped dataset.
         tasks: the wrapped dataset's ``tasks`` (empty when it has none).
+        class_names: the wrapped dataset's ``class_names`` (None when it has none), e.g. for
+            :func:`~brickzoo.data.preview_grid`.
 
     Example:
         >>> from brickzoo.data import ShapesDataset
@@ -264,6 +266,8 @@ class TransformedDataset(NamedDataset):
         self.transform = transform
         self.seed = seed
         self.tasks = dict(getattr(dataset, "tasks", {}))
+        names = getattr(dataset, "class_names", None)
+        self.class_names: list[str] | None = list(names) if names is not None else None
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     @property

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from brickzoo.data import ShapesDataset, collate_named, make_loader
+from brickzoo.data import ShapesDataset, collate_named, make_loader, preview_grid
 from brickzoo.data.transforms import TransformedDataset, build_transforms, default_transform_specs, sample_seed
 from brickzoo.errors import DataError
 
@@ -96,3 +96,11 @@ def test_nested_wrappers_add_their_counts() -> None:
     assert sum(int(inner[i]["boxes_dropped"]) for i in range(len(shapes))) > 0  # the inner crop drops some
     for index in range(len(shapes)):
         assert int(outer[index]["boxes_dropped"]) == len(shapes[index]["boxes"]) - len(outer[index]["boxes"])
+
+
+def test_preview_grid_draws_augmented_samples_with_the_class_names() -> None:
+    shapes = ShapesDataset(4, image_size=32)
+    dataset = _dataset()
+    assert dataset.class_names == shapes.class_names
+    grid = preview_grid(dataset, range(4), columns=2, scale=1, gap=0)
+    assert grid.size == (2 * 2 * 40, 2 * 40)  # image and overlay side by side, at the pipeline's size
