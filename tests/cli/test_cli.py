@@ -73,7 +73,7 @@ def test_train_prints_parity_and_where_things_are(tmp_path: Path, capsys: pytest
         == 0
     )
     out = capsys.readouterr().out
-    assert "onnxruntime vs torch at batch 3" in out
+    assert "onnxruntime vs torch on images [3, " in out and "largest |difference|" in out
     assert f"run folder: {tmp_path / 'digits_classification'}" in out
 
 
