@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from brickzoo.errors import UsageError
+
 EXAMPLES = """\
 examples:
   brickzoo list
@@ -34,10 +36,6 @@ PREDICT_BATCH_SIZE = 16
 # environment variables through which launchers give a process its rank: torchrun, Lightning's
 # ddp strategy (it re-runs this command line with LOCAL_RANK and NODE_RANK set), SLURM, MPI
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
-
-
-class UserError(Exception):
-    """A problem with what the user asked for; printed as one message, no traceback."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *leftovers]
     try:
         return int(COMMANDS[args.command](args) or 0)
-    except (BrickzooError, UserError, OSError) as exc:  # OSError: files and folders the user named
+    except (BrickzooError, UsageError, OSError) as exc:  # OSError: files and folders the user named
         if os.environ.get("BRICKZOO_DEBUG"):
             raise
         print(f"brickzoo: error: {exc}", file=sys.stderr)
@@ -221,7 +219,7 @@ def _train(args: argparse.Namespace) -> int:
     if not _is_global_zero():
         # a process that Lightning (or torchrun) started for another device: rank 0 owns the run folder
         if args.engine != "lightning":
-            raise UserError(
+            raise UsageError(
                 "the native engine trains in one process; for several processes use "
                 "--engine lightning --strategy ddp (Lightning starts the other processes itself)"
             )
@@ -264,17 +262,17 @@ def _claim_run_folder(run_dir: Path, args: argparse.Namespace) -> Iterator[None]
         "run the same command without --resume to start it again"
     )
     if args.resume and native and not run_dir.is_dir():
-        raise UserError(no_checkpoint)
+        raise UsageError(no_checkpoint)
     make_output_folder(run_dir, "run folder")
     with lock_run_folder(run_dir) as lock:
         checkpoint = run_checkpoint(run_dir)
         if checkpoint is not None and not args.resume:
-            raise UserError(
+            raise UsageError(
                 f"run folder {run_dir} already holds a checkpoint ({checkpoint}); pass --resume to continue it, "
                 "or --name for a new run folder"
             )
         if args.resume and native and checkpoint is None:
-            raise UserError(no_checkpoint)
+            raise UsageError(no_checkpoint)
         if args.resume and not native:
             print("note: --resume applies to the native engine; the lightning engine starts this run afresh")
         if checkpoint is None and any(p != lock for p in run_dir.iterdir()):
@@ -341,7 +339,7 @@ def _image_files(specs: Sequence[str]) -> list[Path]:
     Files of folders and patterns that are not images are skipped, and a line counts them.
 
     Raises:
-        UserError: an argument names nothing, or a folder or pattern holds no image file.
+        UsageError: an argument names nothing, or a folder or pattern holds no image file.
     """
     from brickzoo.data import IMAGE_EXTENSIONS
 
@@ -357,9 +355,9 @@ def _image_files(specs: Sequence[str]) -> list[Path]:
         elif any(char in spec for char in "*?["):
             matches, what = [Path(m) for m in sorted(glob.glob(spec, recursive=True))], f"pattern {spec!r}"
             if not matches:
-                raise UserError(f"{what} matches no file")
+                raise UsageError(f"{what} matches no file")
         else:
-            raise UserError(
+            raise UsageError(
                 f"image {spec} does not exist (expected an image file, a folder of images or a glob pattern "
                 "such as 'photos/*.jpg')"
             )
@@ -367,7 +365,7 @@ def _image_files(specs: Sequence[str]) -> list[Path]:
         found = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
         skipped += [f for f in files if f.suffix.lower() not in IMAGE_EXTENSIONS]
         if not found:
-            raise UserError(
+            raise UsageError(
                 f"{what} holds no image file (expected files ending in {', '.join(IMAGE_EXTENSIONS)}; "
                 f"got {len(files)} other files)"
             )
@@ -425,7 +423,7 @@ def _predict(args: argparse.Namespace) -> int:
     groups = {"MODEL", "VISUALIZATION"}
     missing = set(model.required_inputs(groups)) - {"images"}
     if missing:
-        raise UserError(f"the model's visualizers need {sorted(missing)}, which image files do not give")
+        raise UsageError(f"the model's visualizers need {sorted(missing)}, which image files do not give")
     names = _output_names(images)
     make_output_folder(out, "--out")
     written: list[Path] = []
@@ -466,7 +464,7 @@ def _export(args: argparse.Namespace) -> int:
 
     onnx_path = Path(args.onnx)
     if onnx_path.is_dir():
-        raise UserError(
+        raise UsageError(
             f"--onnx {onnx_path} is a folder; expected the path of the ONNX file to write, "
             f"e.g. {onnx_path / 'model.onnx'}"
         )

@@ -21,6 +21,7 @@ __all__ = [
     "ExportError",
     "MissingInputsError",
     "OutputError",
+    "UsageError",
     "WeightsError",
     "WeightsNotADirectoryError",
     "WeightsNotFoundError",
@@ -104,3 +105,7 @@ class ZooError(BrickzooError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class UsageError(BrickzooError, ValueError):
+    """A command-line request that cannot be carried out (an option combination, a run folder's state)."""
