@@ -36,6 +36,7 @@ from brickzoo.bag_of_bricks.preprocessors import Preprocessor, preprocessor_bric
 from brickzoo.bag_of_bricks.semantic_segmentation import (
     SemanticSegmentationDecoder,
     SemanticSegmentationLoss,
+    SemanticSegmentationMetrics,
     SemanticSegmentationVisualizer,
     semantic_segmentation_bricks,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Preprocessor",
     "SemanticSegmentationDecoder",
     "SemanticSegmentationLoss",
+    "SemanticSegmentationMetrics",
     "SemanticSegmentationVisualizer",
     "ZooEntry",
     "backbone_bricks",
