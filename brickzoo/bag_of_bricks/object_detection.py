@@ -4,7 +4,9 @@ The head runs a shared convolution tower over several feature levels (an FPN's, 
 predicts, at every feature location, class logits, the distances to the four sides of a box and
 a centre-ness logit. Post-processing turns that into a fixed number of detections per image
 (padded), using only fixed-shape tensor ops, so the whole MODEL group exports to ONNX with a
-dynamic batch and runs under ``torch.compile(fullgraph=True)``.
+dynamic batch and runs under ``torch.compile(fullgraph=True)``. The loss is dense too (target
+assignment and every term computed for all locations, masked to the positives), so MODEL + LOSS
+compiles into one graph as well; the checks that read target values live in ``check_inputs``.
 
 Tensor contract of the bricks built by :func:`object_detection_bricks` (``C = num_classes``,
 ``N = sum(H_l * W_l)`` over the levels, ``K = max_detections``, ``M`` = ground-truth slots):
