@@ -83,6 +83,13 @@ def check_url(url: str) -> None:
         )
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() in _LOOPBACK_NAMES:
         return True
@@ -170,6 +177,7 @@ def download_file(
                 f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {got}; "
                 "the download was deleted (the file on the server is not the one its card describes)"
             )
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a cache or an entry may be shared
         os.replace(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)
@@ -249,6 +257,8 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
+        for folder in (tmp, *(p for p in tmp.rglob("*") if p.is_dir())):
+            os.chmod(folder, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         try:
             os.rename(tmp, target)
         except OSError:

@@ -187,3 +187,18 @@ def test_any_bytes_survive_a_download_and_hash_like_hashlib(payload: bytes) -> N
         got = download_file(source.as_uri(), Path(folder) / "copy.bin", progress=False)
         assert got == hashlib.sha256(payload).hexdigest()
         assert (Path(folder) / "copy.bin").read_bytes() == payload
+
+
+def test_downloads_and_staged_folders_get_the_usual_permissions_not_private_ones(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        (tmp_path / "source.bin").write_bytes(b"abc")
+        target = tmp_path / "cache" / "entry"
+        with staged_folder(target) as tmp:
+            download_file((tmp_path / "source.bin").as_uri(), tmp / "weights" / "a.bin", progress=False)
+    finally:
+        os.umask(mask)
+    assert (target.stat().st_mode & 0o777, (target / "weights").stat().st_mode & 0o777) == (0o755, 0o755)
+    assert (target / "weights" / "a.bin").stat().st_mode & 0o777 == 0o644
