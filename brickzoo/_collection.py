@@ -20,6 +20,16 @@ GroupsArg = str | Iterable[str] | Stage | None
 _HASHABLE_SELECTIONS = frozenset({frozenset, str, Stage})  # selections used as cache keys as they are
 
 
+def _stage(stage: Any) -> Stage:
+    """A stage given by its name (``"TRAIN"``) as the :class:`Stage`."""
+    try:
+        return Stage(stage)
+    except ValueError:
+        raise BrickDefinitionError(
+            f"stage must be a Stage or one of {[s.value for s in Stage]}, got {type(stage).__name__} {stage!r}"
+        ) from None
+
+
 class BrickCollection(nn.ModuleDict):
     """A (nested) dict of bricks that runs as a graph over a dict of named tensors.
 
@@ -197,6 +207,8 @@ class BrickCollection(nn.ModuleDict):
         """The cached plan of a selection; built (and validated) on first use."""
         if groups is not None and groups.__class__ not in _HASHABLE_SELECTIONS:
             groups = normalize_selection(groups)
+        if stage is not None and stage.__class__ is not Stage:
+            stage = _stage(stage)
         key = (groups, stage, check)
         plan = self._plans.get(key)
         if plan is None:
@@ -246,6 +258,8 @@ class BrickCollection(nn.ModuleDict):
         """
         if groups is not None and groups.__class__ not in _HASHABLE_SELECTIONS:
             groups = normalize_selection(groups)  # a set, list, tuple or other iterable of names
+        if stage is not None and stage.__class__ is not Stage:
+            stage = _stage(stage)
         plan = self._plans.get((groups, stage, False))
         if plan is None:
             plan = self._get_plan(groups, stage)

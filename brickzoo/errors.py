@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataWarning",
+    "DownloadError",
     "ExportError",
     "MissingInputsError",
     "OutputError",
@@ -66,6 +67,10 @@ class WeightsError(BrickzooError, ValueError):
 
 class WeightsNotFoundError(WeightsError, FileNotFoundError):
     """A weight folder or file does not exist (also a ``FileNotFoundError``)."""
+
+
+class DownloadError(WeightsError, ConnectionError):
+    """A download failed on the way (timeout, refused or dropped connection); also a ``ConnectionError``."""
 
 
 class WeightsNotADirectoryError(WeightsError, NotADirectoryError):

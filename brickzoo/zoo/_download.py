@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from brickzoo.errors import WeightsError, WeightsNotFoundError
+from brickzoo.errors import DownloadError, WeightsError, WeightsNotFoundError
 
 ENV_HOME = "BRICKZOO_HOME"
 DEFAULT_TIMEOUT = 30.0  # seconds without a byte from the server before giving up
@@ -205,7 +205,7 @@ def _stream(url: str, handle: object, timeout: float, progress: bool, label: str
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise _unreachable(url, exc, timeout, received) from exc
     if expected is not None and received != expected:
-        raise WeightsError(
+        raise DownloadError(
             f"cannot download {url}: the connection dropped after {received} of {expected} bytes; "
             "nothing was kept. " + local_copy_hint(url)
         )
@@ -223,7 +223,7 @@ def _unreachable(url: str, exc: BaseException, timeout: float, received: int) ->
         why = f"the connection broke after {received} bytes ({type(exc).__name__}: {reason})"
     else:
         why = f"{type(exc).__name__}: {reason}"
-    return WeightsError(f"cannot download {url}: {why}. " + local_copy_hint(url))
+    return DownloadError(f"cannot download {url}: {why}. " + local_copy_hint(url))
 
 
 def join_url(base: str, relative: str) -> str:

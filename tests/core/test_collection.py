@@ -501,3 +501,14 @@ def test_check_inputs_present_gives_the_one_diagnostic_without_running() -> None
     assert "brick 'loss' needs ['labels']" in message and "did you mean ['label']" in message
     assert ran == []
     collection.check_inputs_present({"images": 0, "labels": 0}, Stage.TRAIN)  # complete: no error
+
+
+def test_stage_may_be_given_by_name() -> None:
+    collection = BrickCollection(
+        {"model": BrickTrainable(add(1), ["x"], ["y"]), "loss": BrickLoss(nn.L1Loss(), ["y", "t"], ["loss"])}
+    )
+    data = {"x": torch.zeros(1), "t": torch.zeros(1)}
+    assert set(collection(data, stage="INFERENCE", return_inputs=False)) == {"y"}
+    assert collection(data, stage="TRAIN")["stage"] is Stage.TRAIN
+    with pytest.raises(BrickDefinitionError, match=r"stage must be a Stage or one of \['TRAIN'.*got str 'TRIAN'"):
+        collection(data, stage="TRIAN")
