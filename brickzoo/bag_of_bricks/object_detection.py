@@ -577,14 +577,15 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
         target_labels: torch.Tensor,
     ) -> None:
         self._check_layout(boxes, scores, labels, targets, target_labels)
+        boxes, scores = _real_first(labels, boxes.detach(), scores.detach())
+        targets, target_labels = _real_first(target_labels, targets, target_labels)
+        labels = _real_first(labels, labels)[0]
+        # how many entries of each image are real: the update's one host read (not one per image)
+        counts = torch.stack([(labels >= 0).sum(dim=1), (target_labels >= 0).sum(dim=1)], dim=1).tolist()
         predictions = [
-            {"boxes": b[keep], "scores": s[keep], "labels": lab[keep]}
-            for b, s, lab in zip(boxes.detach(), scores.detach(), labels, strict=True)
-            for keep in [lab >= 0]
+            {"boxes": boxes[i, :n], "scores": scores[i, :n], "labels": labels[i, :n]} for i, (n, _) in enumerate(counts)
         ]
-        truths = [
-            {"boxes": b[lab >= 0], "labels": lab[lab >= 0]} for b, lab in zip(targets, target_labels, strict=True)
-        ]
+        truths = [{"boxes": targets[i, :m], "labels": target_labels[i, :m]} for i, (_, m) in enumerate(counts)]
         super().update(predictions, truths)
 
     def check_inputs(
@@ -609,6 +610,15 @@ class DetectionMeanAveragePrecision(MeanAveragePrecision):
                 f"[B, K]; got {_describe(boxes)}, {_describe(scores)}, {_describe(labels)}"
             )
         _check_targets_layout(targets, target_labels, boxes.shape[0], (self.targets_name, self.target_labels_name))
+
+
+def _real_first(labels: torch.Tensor, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``values`` (``[B, K, ...]``) reordered so that each image's real entries (``labels >= 0``) come first,
+    in their order: fixed-shape ops only, so dropping the padding then takes a slice per image."""
+    order = (labels < 0).to(torch.uint8).argsort(dim=1, stable=True)  # [B, K] real entries first
+    return tuple(
+        value.gather(1, order.reshape(*order.shape, *[1] * (value.ndim - 2)).expand_as(value)) for value in values
+    )
 
 
 # -- visualization ---------------------------------------------------------------------------------

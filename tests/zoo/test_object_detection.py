@@ -561,6 +561,38 @@ def test_metric_perfect_predictions_and_torchmetrics_reference() -> None:
     assert model.summarize() == {}  # reset
 
 
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 3), slots=st.integers(0, 6))
+def test_metric_drops_padding_wherever_it_sits(seed: int, batch: int, slots: int) -> None:
+    """Padding (label -1) anywhere among the slots, not only last: the mAP of torchmetrics on the real entries."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def random_boxes() -> tuple[torch.Tensor, torch.Tensor]:
+        corner = torch.rand(batch, slots, 2, generator=generator) * 40
+        boxes = torch.cat([corner, corner + 4 + torch.rand(batch, slots, 2, generator=generator) * 20], dim=-1)
+        return boxes, torch.randint(-1, 2, (batch, slots), generator=generator)
+
+    truth, truth_labels = random_boxes()
+    found, found_labels = random_boxes()
+    found = torch.where(torch.rand(batch, slots, 1, generator=generator) < 0.6, truth + 1.5, found)  # some hits
+    scores = torch.rand(batch, slots, generator=generator)
+    metric = object_detection.DetectionMeanAveragePrecision(num_classes=2)
+    metric.check_inputs(found, scores, found_labels, truth, truth_labels)
+    metric.update(found, scores, found_labels, truth, truth_labels)
+    reference = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+    reference.update(
+        [
+            {"boxes": found[b][k], "scores": scores[b][k], "labels": found_labels[b][k]}
+            for b in range(batch)
+            for k in [found_labels[b] >= 0]
+        ],
+        [{"boxes": truth[b][k], "labels": truth_labels[b][k]} for b in range(batch) for k in [truth_labels[b] >= 0]],
+    )
+    ours, theirs = metric.compute(), reference.compute()
+    for key in ("map", "map_50", "map_75", "mar_100"):
+        assert float(ours[key]) == pytest.approx(float(theirs[key]), abs=1e-6), key
+
+
 # -- visualization ---------------------------------------------------------------------------------
 def test_visualizer_draws_boxes_and_skips_padding(tmp_path: Path) -> None:
     named = scene()
