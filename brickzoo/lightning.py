@@ -39,11 +39,13 @@ from brickzoo._collection import BrickCollection
 from brickzoo._groups import LOSS, METRIC, MODEL, Stage
 from brickzoo.errors import BrickDefinitionError, DataError, WeightsError
 from brickzoo.training._step import (
+    BOXES_DROPPED,
     TOTAL_LOSS,
     batch_size,
     check_loss_names,
     check_losses,
     require_named_batch,
+    set_data_epoch,
     total_loss,
 )
 
@@ -146,8 +148,14 @@ class BrickLightningModule(pl.LightningModule):
     Logged values (``self.log``):
         ``train/loss`` and ``train/<loss name>`` per step; ``val/...`` and ``test/...`` the same per
         epoch (averaged over all samples of all processes); ``<prefix>/<metric key>`` for every
-        scalar metric of :meth:`~brickzoo.BrickCollection.summarize` at each epoch end. The full
-        summaries (non-scalar values included) stay in :attr:`epoch_metrics`.
+        scalar metric of :meth:`~brickzoo.BrickCollection.summarize` at each epoch end;
+        ``<prefix>/boxes_dropped`` per epoch (summed over all processes) when the batches count the
+        boxes their transforms dropped. The full summaries (non-scalar values included) stay in
+        :attr:`epoch_metrics`.
+
+    At the start of each training epoch, every dataset of the training loaders with a
+    ``set_epoch`` (:class:`~brickzoo.data.transforms.TransformedDataset`) gets the epoch, so
+    the augmentations differ from epoch to epoch and depend only on ``(seed, index, epoch)``.
 
     Batches are dicts of named tensors holding at least
     ``collection.required_inputs(...)`` of the stage; a batch missing some raises
@@ -274,7 +282,20 @@ class BrickLightningModule(pl.LightningModule):
                 (metrics.check_batch if first else metrics)(outputs, groups=METRIC, stage=stage)
         if total is not None:
             self._log_losses(stage, total, losses, batch)
+        self._log_boxes_dropped(stage, batch)
         return {"loss": total, "outputs": outputs}
+
+    def _log_boxes_dropped(self, stage: Stage, batch: Mapping[str, Any]) -> None:
+        """Log ``<prefix>/boxes_dropped``: the boxes the transforms dropped, summed over the epoch and every process.
+
+        Only for batches that count them (``boxes_dropped``, from
+        :class:`~brickzoo.data.transforms.TransformedDataset`); the count stays on the device (no sync per step).
+        """
+        dropped = batch.get(BOXES_DROPPED)
+        if isinstance(dropped, torch.Tensor):
+            total = dropped.sum().float()  # the logger reduces floats
+            name = f"{STAGE_PREFIXES[stage]}/{BOXES_DROPPED}"
+            self.log(name, total, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
 
     def _log_losses(
         self, stage: Stage, total: torch.Tensor, losses: Mapping[str, torch.Tensor], batch: Mapping[str, Any]
@@ -352,7 +373,19 @@ class BrickLightningModule(pl.LightningModule):
             self.log_dict(scalars, on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max")
 
     def on_train_epoch_start(self) -> None:
+        """Reset the train metrics and give the training datasets the epoch (``set_epoch``) of their augmentation.
+
+        Lightning creates the iterator of each epoch after this hook (that of the first epoch
+        before it, while the datasets are still at epoch 0), so the augmentations of epoch ``e``
+        depend only on ``(seed, index, e)``.
+        """
         self._reset_metrics(Stage.TRAIN)
+        if self._trainer is not None:
+            loaders = self.trainer.train_dataloader
+            if isinstance(loaders, Mapping):
+                loaders = list(loaders.values())
+            for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+                set_data_epoch(loader, self.current_epoch)
 
     def on_validation_epoch_start(self) -> None:
         self._reset_metrics(Stage.VALIDATION)

@@ -56,12 +56,16 @@ from brickzoo.training._run_folder import (
 )
 from brickzoo.training._schedule import build_scheduler
 from brickzoo.training._step import (
+    BOXES_DROPPED,
     LossMeans,
+    add_count,
     batch_size,
+    boxes_dropped,
     check_loss_names,
     check_losses,
     loss_terms,
     require_named_batch,
+    set_data_epoch,
     total_loss,
 )
 
@@ -74,8 +78,9 @@ class FitResult:
 
     Attributes:
         history: one record per epoch, as in ``metrics.jsonl``: ``epoch``, ``step``, ``lr``,
-            ``seconds``, ``train/<loss or metric>``, ``train/images_per_second`` and
-            ``val/<loss or metric>`` (scalars only).
+            ``seconds``, ``train/<loss or metric>``, ``train/images_per_second``,
+            ``train/boxes_dropped`` (when the batches count them) and ``val/<loss or metric>``
+            (scalars only).
         final_metrics: the last epoch's record plus its non-scalar metrics (confusion matrices) as
             nested lists, as in ``final_metrics.json``.
         epochs_completed: epochs done, counting those of the run resumed.
@@ -262,16 +267,18 @@ def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary_line(record: Mapping[str, Any], loss_names: Iterable[str]) -> str:
-    """One readable line per epoch: lr, total losses, validation metrics, speed.
+    """One readable line per epoch: lr, total losses, validation metrics, speed, boxes the transforms dropped.
 
     The single losses and the training metrics are left to ``metrics.jsonl``.
     """
     hidden = {"epoch", "step", *(f"{stage}/{name}" for stage in ("train", "val") for name in loss_names)}
     train_shown = {"train/loss", "train/images_per_second"}
+    counts = {f"{stage}/{BOXES_DROPPED}" for stage in ("train", "val")}
     shown = ", ".join(
-        f"{k} {v:.4g}"
+        f"{k} {v}" if k in counts else f"{k} {v:.4g}"
         for k, v in record.items()
-        if k not in hidden and isinstance(v, float) and (not k.startswith("train/") or k in train_shown)
+        if k in counts
+        or (k not in hidden and isinstance(v, float) and (not k.startswith("train/") or k in train_shown))
     )
     return f"epoch {record['epoch']} (step {record['step']}): {shown}"
 
@@ -308,7 +315,8 @@ def evaluate(
     Returns:
         ``loss`` (the weighted total) and each loss by name, averaged over images, when the stage
         runs loss bricks; then every metric by name (``head0/accuracy``): numbers for scalars,
-        nested lists for tensors such as confusion matrices.
+        nested lists for tensors such as confusion matrices; and ``boxes_dropped``, the boxes the
+        loader's transforms dropped (e.g. too small after a letterbox), when its batches count them.
 
     Raises:
         MissingInputsError: the first batch lacks names the stage needs.
@@ -326,7 +334,7 @@ def evaluate(
     precision = _Precision(amp, device)
     weights = dict(loss_weights or {})
     source = f"{stage.value.lower()} loader"
-    means, batches = LossMeans(), 0
+    means, batches, dropped = LossMeans(), 0, None
     was_training = collection.training
     collection.eval()
     collection.reset_metrics()
@@ -337,6 +345,7 @@ def evaluate(
                     break
                 if index == 0:
                     _check_present(collection, raw, stage, f"{source} (stage {stage.value})")
+                dropped = add_count(dropped, boxes_dropped(raw))
                 batch = _to_device(raw, device)
                 with precision.autocast():
                     run = collection.check_batch if index == 0 else collection
@@ -352,6 +361,8 @@ def evaluate(
         raise DataError(f"evaluate: the {source} yielded no batch")
     results: dict[str, Any] = dict(means.means())
     results.update(to_python(collection.summarize(reset=True)))
+    if dropped is not None:
+        results[BOXES_DROPPED] = dropped
     return results
 
 
@@ -428,17 +439,20 @@ class _Trainer:
         return total, losses
 
     def train_epoch(self, loader: Iterable[Batch], epoch: int, bar: Any) -> dict[str, Any]:
-        """Train one epoch (0-based ``epoch``); returns the mean losses, the train metrics and images/s."""
+        """Train one epoch (0-based ``epoch``); returns the mean losses, the train metrics, images/s and
+        ``boxes_dropped`` (when the batches count them)."""
         started = time.perf_counter()
         self.collection.train()
         self.collection.reset_metrics()
         _seed_epoch_order(loader, self.config.seed, epoch)
-        means = LossMeans()
+        set_data_epoch(loader, epoch)  # the augmentations of (seed, index, epoch)
+        means, dropped = LossMeans(), None
         for index, raw in enumerate(loader):
             if index >= self.steps_per_epoch:
                 break
             if index == 0:
                 _check_present(self.collection, raw, Stage.TRAIN, "train_loader (stage TRAIN)")
+            dropped = add_count(dropped, boxes_dropped(raw))
             batch = _to_device(raw, self.device)
             total, losses = self.step(batch, check=index == 0)
             means.add(loss_terms(total, losses), batch_size(batch) or 1)
@@ -456,6 +470,8 @@ class _Trainer:
         results: dict[str, Any] = dict(means.means())
         results.update(to_python(self.collection.summarize(reset=True)))
         results["images_per_second"] = means.images / max(time.perf_counter() - started, 1e-9)
+        if dropped is not None:
+            results[BOXES_DROPPED] = dropped
         return results
 
     def run_epoch(
@@ -627,9 +643,14 @@ def fit(
     The data order of epoch ``e`` depends only on ``config.seed`` and ``e``: the train loader's
     ``RandomSampler`` generator and its own generator (worker seeds) are re-seeded with
     ``seed * 100003 + e`` (a sampler with ``set_epoch``, like ``DistributedSampler``, gets
-    ``set_epoch(e)``). With the RNG states saved in the checkpoint, ``resume=True`` continues
-    exactly where the checkpoint left off: on the CPU with a fixed number of threads, 2 epochs
-    + 2 resumed epochs give the same weights as 4 in a row.
+    ``set_epoch(e)``), and so do its augmentations: every dataset of the train loader with a
+    ``set_epoch`` (a :class:`~brickzoo.data.transforms.TransformedDataset`, also inside a
+    ``Subset`` or ``ConcatDataset``) gets ``set_epoch(e)`` before the epoch's batches are drawn.
+    With the RNG states saved in the checkpoint, ``resume=True`` continues exactly where the
+    checkpoint left off: on the CPU with a fixed number of threads, 2 epochs + 2 resumed epochs
+    give the same weights as 4 in a row. The validation datasets are left at their epoch, so
+    every validation sees the same samples. ``train/boxes_dropped`` (and ``val/boxes_dropped``)
+    count per epoch the boxes the transforms dropped, when the batches carry ``boxes_dropped``.
 
     Args:
         collection: the bricks; trained in place and moved to the config's device.

@@ -1,6 +1,7 @@
 """What every training step shares, whichever engine runs it (:func:`~brickzoo.training.fit`,
 :func:`~brickzoo.training.evaluate`, :class:`~brickzoo.lightning.BrickLightningModule`): the batch
-must be a dict, its size, the checks of the losses and their weighted total.
+must be a dict, its size, the checks of the losses and their weighted total, the epoch of the
+datasets' augmentation and the boxes it dropped.
 """
 
 from __future__ import annotations
@@ -9,11 +10,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from brickzoo.errors import BrickDefinitionError, BrickOutputError, DataError
 
 TOTAL_LOSS = "loss"
 """The name under which the weighted total of the losses is logged (``train/loss``, ``val/loss``)."""
+
+BOXES_DROPPED = "boxes_dropped"
+"""The batch entry (``Tensor[B]`` int64) counting the boxes each sample's transforms dropped, and the name of
+its sum per epoch (``train/boxes_dropped``, ``val/boxes_dropped``)."""
 
 
 def require_named_batch(batch: Any, source: str) -> None:
@@ -109,3 +115,51 @@ class LossMeans:
     def means(self) -> dict[str, float]:
         """Each loss averaged over every image added (one device sync per loss)."""
         return {name: float(total) / max(self.images, 1) for name, total in self.sums.items()}
+
+
+def epoch_datasets(loader: Any) -> list[Any]:
+    """The datasets of ``loader`` that have ``set_epoch``: its ``dataset`` and the datasets that one wraps.
+
+    Wrapped datasets are found through ``.dataset`` (``Subset``,
+    :class:`~brickzoo.data.transforms.TransformedDataset`) and ``.datasets`` (``ConcatDataset``).
+    """
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = [getattr(loader, "dataset", None)]
+    while stack:
+        dataset = stack.pop()
+        if dataset is None or id(dataset) in seen:
+            continue
+        seen.add(id(dataset))
+        if callable(getattr(dataset, "set_epoch", None)):
+            found.append(dataset)
+        inner = [getattr(dataset, "dataset", None), *getattr(dataset, "datasets", [])]
+        stack.extend(d for d in inner if isinstance(d, Dataset))
+    return found
+
+
+def set_data_epoch(loader: Any, epoch: int) -> None:
+    """Call ``set_epoch(epoch)`` on every dataset of ``loader`` that has it (see :func:`epoch_datasets`).
+
+    Call it before iterating the loader for the epoch: a
+    :class:`~brickzoo.data.transforms.TransformedDataset` then draws the augmentations of
+    ``(seed, index, epoch)``, in DataLoader workers too.
+    """
+    for dataset in epoch_datasets(loader):
+        dataset.set_epoch(epoch)
+
+
+def boxes_dropped(batch: Mapping[str, Any]) -> int | None:
+    """The boxes the batch's transforms dropped (the sum of its ``boxes_dropped``); None when it has no count.
+
+    Reads the tensor's value: call it on the host batch, before it moves to the device.
+    """
+    value = batch.get(BOXES_DROPPED)
+    return int(value.sum()) if isinstance(value, torch.Tensor) else None
+
+
+def add_count(total: int | None, count: int | None) -> int | None:
+    """``total + count`` where None means "no count yet" (so a loader without counts reports none)."""
+    if count is None:
+        return total
+    return count if total is None else total + count

@@ -19,6 +19,7 @@ import yaml
 
 from brickzoo.errors import ConfigError
 from brickzoo.zoo._datasets import dataset_entries, dataset_problems
+from brickzoo.zoo._pipelines import check_pipelines
 from brickzoo.zoo._validate import Problems, check_arguments, section, type_name, value_matches
 
 CONFIG_DIR_NAME = "zoo_configs"
@@ -40,7 +41,19 @@ SECTIONS: dict[str, tuple[bool, str]] = {  # name -> (required, what it holds)
     "export": (False, "ONNX export settings"),
 }
 MODEL_KEYS = {"preprocessor", "backbone", "neck", "heads"}
-DATA_KEYS = {"dataset", "args", "train", "val", "test", "batch_size", "eval_batch_size", "num_workers", "drop_last"}
+DATA_KEYS = {
+    "dataset",
+    "args",
+    "train",
+    "val",
+    "test",
+    "image_size",
+    "transforms",
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "drop_last",
+}
 EXPORT_KEYS: dict[str, Any] = {"enabled": bool, "batch_size": int, "check_batch_size": int, "opset_version": int | None}
 # arguments the recipe passes itself; a config may not set them
 WIRED_ARGUMENTS = {
@@ -260,6 +273,7 @@ def _check_data(problems: Problems, data: Mapping[str, Any], tasks_needed: Mappi
         )
     else:
         dataset_problems(problems, dataset, data, tasks_needed)
+        check_pipelines(problems, dataset, data)
     for key in ("batch_size", "eval_batch_size", "num_workers"):
         value = data.get(key)
         if value is not None and (

@@ -1,20 +1,26 @@
-"""fit() and evaluate(): checks before the first step, learning, clipping, precision, loss weights."""
+"""fit() and evaluate(): checks before the first step, learning, clipping, precision, loss weights, augmentation
+epochs and the boxes the transforms dropped."""
 
 from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import ConcatDataset, Subset
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from training_toys import ColourDataset, RenamingLoader, loader, toy_collection, weights
 
 from brickzoo import BrickCollection, BrickLoss, BrickTrainable, Stage
+from brickzoo.data import make_loader
+from brickzoo.data.transforms import TransformedDataset, build_transforms
 from brickzoo.errors import BrickDefinitionError, BrickInputError, ConfigError, DataError, MissingInputsError
 from brickzoo.training import TrainConfig, evaluate, fit
+from brickzoo.training._step import epoch_datasets, set_data_epoch
 
 
 def quick(**overrides: object) -> TrainConfig:
@@ -237,3 +243,102 @@ def test_a_training_set_smaller_than_one_batch_with_drop_last_names_both_sizes()
     data = torch.utils.data.DataLoader(ColourDataset(3, seed=0), batch_size=4, shuffle=True, drop_last=True)
     with pytest.raises(DataError, match=r"dataset has 3 samples, fewer than batch_size=4, and drop_last=True"):
         fit(toy_collection(), data, config=quick(), quiet=True)
+
+
+# -- augmentation epochs and dropped boxes -------------------------------------------------------------
+AUGMENT = ["horizontal_flip", {"color_jitter": {"brightness": 0.5, "contrast": 0.5}}]
+
+
+class BoxColourDataset(ColourDataset):
+    """ColourDataset samples with two boxes each: one real, one of zero width (which every pipeline drops)."""
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = super().__getitem__(index)
+        sample["boxes"] = torch.tensor([[2.0, 3.0, 12.0, 20.0], [5.0, 5.0, 5.0, 9.0]])
+        sample["box_labels"] = torch.tensor([0, 1])
+        return sample
+
+
+class RecordingDataset(TransformedDataset):
+    """A TransformedDataset that records the epoch, index and image of every sample it gives."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.seen: list[tuple[int, int, torch.Tensor]] = []
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = super().__getitem__(index)
+        self.seen.append((self.epoch, index, sample["images"]))
+        return sample
+
+
+def test_each_epoch_trains_on_the_augmentations_of_its_own_epoch() -> None:
+    base = ColourDataset(32, seed=0)
+    data = RecordingDataset(base, build_transforms(AUGMENT), seed=3)
+    fit(toy_collection(), make_loader(data, 16, shuffle=True, seed=0), None, quick(epochs=2), quiet=True)
+    assert [epoch for epoch, _, _ in data.seen] == [0] * 32 + [1] * 32
+    fresh = TransformedDataset(base, build_transforms(AUGMENT), seed=3)  # what (seed, index, epoch) alone gives
+    images: dict[tuple[int, int], torch.Tensor] = {}
+    for epoch, index, image in data.seen:
+        fresh.set_epoch(epoch)
+        assert torch.equal(image, fresh[index]["images"])
+        images[epoch, index] = image
+    assert all(not torch.equal(images[0, i], images[1, i]) for i in range(32))  # new colours every epoch
+
+
+def test_datasets_with_set_epoch_are_found_inside_subsets_and_concatenations() -> None:
+    inner = TransformedDataset(ColourDataset(4, seed=0), build_transforms(AUGMENT))
+    other = TransformedDataset(ColourDataset(4, seed=1), build_transforms(AUGMENT))
+    wrapped = ConcatDataset([Subset(inner, [0, 1]), other, ColourDataset(2, seed=2)])
+    data = torch.utils.data.DataLoader(wrapped, batch_size=2)
+    assert {id(d) for d in epoch_datasets(data)} == {id(inner), id(other)}
+    set_data_epoch(data, 5)
+    assert inner.epoch == other.epoch == 5
+
+
+def test_boxes_dropped_by_the_transforms_are_counted_per_epoch(capsys: pytest.CaptureFixture[str]) -> None:
+    train = TransformedDataset(BoxColourDataset(32, seed=0), build_transforms(["horizontal_flip"]))
+    val = TransformedDataset(BoxColourDataset(12, seed=1), build_transforms([]))
+    result = fit(
+        toy_collection(),
+        make_loader(train, 16, shuffle=True),
+        make_loader(val, 8, shuffle=False),
+        quick(epochs=2),
+        quiet=False,
+    )
+    # one zero-width box per sample: 32 per training epoch, 12 per validation
+    assert [r["train/boxes_dropped"] for r in result.history] == [32, 32]
+    assert [r["val/boxes_dropped"] for r in result.history] == [12, 12]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert all("train/boxes_dropped 32" in line and "val/boxes_dropped 12" in line for line in lines)
+    assert evaluate(toy_collection(), make_loader(val, 5, shuffle=False), device="cpu")["boxes_dropped"] == 12
+    plain = fit(toy_collection(), loader(32), loader(16, seed=1), quick(), quiet=True)
+    assert not any("boxes_dropped" in key for key in plain.history[0])  # nothing counted, nothing reported
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_resume_is_exact_with_augmentation(tmp_path: Path, num_workers: int) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a fixed thread count makes CPU kernels bitwise reproducible
+    try:
+        config = TrainConfig(epochs=4, lr=2e-2, warmup_steps=3, min_lr=1e-3, device="cpu", grad_clip_norm=0.5)
+
+        def train_loader() -> torch.utils.data.DataLoader:
+            data = RecordingDataset(ColourDataset(32, seed=0), build_transforms(AUGMENT), seed=1)
+            return make_loader(data, 16, shuffle=True, num_workers=num_workers, seed=2)
+
+        straight = toy_collection()
+        fit(straight, train_loader(), None, config, tmp_path / "straight", quiet=True)
+        first = toy_collection()
+        fit(first, train_loader(), None, config, tmp_path / "resumed", stop_after_epoch=2, quiet=True)
+        resumed = toy_collection(seed=9)  # everything must come from the checkpoint
+        rest = train_loader()
+        fit(resumed, rest, None, config, tmp_path / "resumed", resume=True, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert rest.dataset.epoch == 3  # the resumed epochs 3 and 4 (0-based 2, 3) drew their own augmentations
+    if num_workers == 0:
+        # (before them, the batch drawn to predictions.png comes from the loader as it stands)
+        assert [epoch for epoch, _, _ in rest.dataset.seen[-64:]] == [2] * 32 + [3] * 32
+    assert weights(resumed).keys() == weights(straight).keys()
+    assert all(torch.equal(weights(resumed)[k], v) for k, v in weights(straight).items())
