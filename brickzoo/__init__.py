@@ -20,6 +20,8 @@ from brickzoo._collection import BrickCollection
 from brickzoo._export import ParityReport, check_onnx_parity, export_bricks_as_onnx, read_onnx_metadata
 from brickzoo._groups import LOSS, METRIC, MODEL, VISUALIZATION, Stage
 from brickzoo._mermaid import create_mermaid_dag_graph
+from brickzoo._predict_results import ImagePrediction
+from brickzoo._predict_run import Predictor
 from brickzoo._weights import LoadReport, load_bricks, save_bricks
 from brickzoo.errors import (
     BrickDefinitionError,
@@ -54,9 +56,11 @@ __all__ = [
     "BrickRuntimeError",
     "BrickTrainable",
     "BrickzooError",
+    "ImagePrediction",
     "LoadReport",
     "MissingInputsError",
     "ParityReport",
+    "Predictor",
     "Stage",
     "WeightsError",
     "WeightsNotADirectoryError",
