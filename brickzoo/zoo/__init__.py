@@ -23,6 +23,7 @@ from brickzoo.zoo._cards import (
 from brickzoo.zoo._config import apply_overrides, find_config, list_configs, load_config, validate_config
 from brickzoo.zoo._datasets import dataset_entries
 from brickzoo.zoo._download import brickzoo_home
+from brickzoo.zoo._export import ZooExport, export_onnx
 from brickzoo.zoo._pretrained import (
     Pretrained,
     PretrainedEntry,
@@ -46,12 +47,14 @@ __all__ = [
     "Pretrained",
     "PretrainedEntry",
     "Recipe",
+    "ZooExport",
     "apply_overrides",
     "brickzoo_home",
     "build_model",
     "build_recipe",
     "cards_table",
     "dataset_entries",
+    "export_onnx",
     "find_config",
     "find_pretrained",
     "is_pretrained_reference",
