@@ -24,6 +24,7 @@ EXAMPLES = """\
 examples:
   brickzoo list
   brickzoo graph shapes_multitask
+  brickzoo preview shapes_multitask --out preview.png
   brickzoo train shapes_multitask --out runs train.epochs=2 data.batch_size=16
   brickzoo train shapes_multitask --engine lightning --devices 2 --strategy ddp
   brickzoo evaluate shapes_multitask --weights runs/shapes_multitask
@@ -31,50 +32,72 @@ examples:
   brickzoo train shapes_detection --weights runs/shapes_multitask --freeze backbone --freeze fpn
   brickzoo export shapes_multitask --weights runs/shapes_multitask --onnx model.onnx
 """
+COMMAND_EXAMPLES = {
+    "list": ["brickzoo list"],
+    "graph": ["brickzoo graph shapes_multitask", "brickzoo graph shapes_detection --groups MODEL"],
+    "preview": [
+        "brickzoo preview shapes_multitask --out preview.png",
+        "brickzoo preview shapes_detection --split val --count 8 --out val.png data.args.image_size=128",
+    ],
+    "train": [
+        "brickzoo train shapes_multitask --out runs train.epochs=2 data.batch_size=16",
+        "brickzoo train shapes_multitask --out runs --resume",
+        "brickzoo train shapes_detection --weights runs/shapes_multitask --freeze backbone --freeze fpn",
+        "brickzoo train shapes_multitask --engine lightning --devices 2 --strategy ddp",
+    ],
+    "evaluate": ["brickzoo evaluate shapes_multitask --weights runs/shapes_multitask --split val"],
+    "predict": [
+        "brickzoo predict shapes_multitask photo.jpg photos/ 'more/*.png' --weights runs/shapes_multitask "
+        "--out predictions",
+        "brickzoo predict shapes_detection photos/ --weights runs/shapes_detection --out out --resize stretch "
+        "--skip-unreadable",
+    ],
+    "export": [
+        "brickzoo export shapes_multitask --weights runs/shapes_multitask --onnx model.onnx",
+        "brickzoo export shapes_multitask --weights runs/shapes_multitask --onnx detect.onnx "
+        "--output detect/boxes --output detect/scores --fixed-size",
+    ],
+}
 ALLOW_PARTIAL = "--allow-partial"
 PREDICT_BATCH_SIZE = 16
+LISTED_FILES = 30  # predict names every file it writes up to this many images, else counts them
 # environment variables through which launchers give a process its rank: torchrun, Lightning's
 # ddp strategy (it re-runs this command line with LOCAL_RANK and NODE_RANK set), SLURM, MPI
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 
+Subparsers = Any  # argparse's _SubParsersAction
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="brickzoo",
-        description="Train, evaluate, visualise and export brick models described by zoo configs.",
-        epilog=EXAMPLES,
+
+def _command(commands: Subparsers, name: str, help_text: str, config: bool = True) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` ends with examples; with ``config``, it takes a config and overrides."""
+    examples = "examples:\n" + "\n".join(f"  {line}" for line in COMMAND_EXAMPLES[name])
+    sub = commands.add_parser(
+        name,
+        help=help_text,
+        description=textwrap.fill(help_text, width=88),
+        epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def config_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    if config:
         sub.add_argument("config", help="a config file, or the name of one in zoo_configs/ (e.g. shapes_multitask)")
         sub.add_argument(
             "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3 data.batch_size=16"
         )
-        return sub
+    return sub
 
-    def weights_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--weights", required=True, help="a run folder or a per-brick weight folder")
-        sub.add_argument(
-            ALLOW_PARTIAL,
-            action="store_true",
-            help="load the bricks whose weights fit and keep random weights for the others (default: every brick "
-            "with parameters must load, or it is an error)",
-        )
 
-    commands.add_parser("list", help="list the zoo configs and everything the zoo offers")
-
-    graph = config_command("graph", "print the mermaid graph of a config's model")
-    graph.add_argument(
-        "--groups",
-        action="append",
-        default=None,
-        help="a group to draw, repeatable (default: all), e.g. --groups MODEL",
+def _weights_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--weights", required=True, help="a run folder or a per-brick weight folder")
+    sub.add_argument(
+        ALLOW_PARTIAL,
+        action="store_true",
+        help="load the bricks whose weights fit and keep random weights for the others (default: every brick "
+        "with parameters must load, or it is an error)",
     )
 
-    train = config_command("train", "train a config; writes a run folder with metrics, pictures and the ONNX model")
+
+def _add_train(commands: Subparsers) -> None:
+    train = _command(commands, "train", "train a config; writes a run folder with metrics, pictures and the ONNX model")
     train.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
     train.add_argument("--name", default=None, help="run folder name (default: the config's name)")
     train.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint exactly")
@@ -88,14 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-export", action="store_true", help="skip the ONNX export at the end")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    evaluate = config_command("evaluate", "evaluate trained weights on the config's test (or validation) split")
-    weights_options(evaluate)
-    evaluate.add_argument(
-        "--split", choices=["train", "val", "test"], default=None, help="split (default: test or val)"
-    )
 
-    predict = commands.add_parser(
-        "predict", help="draw a model's predictions on image files", description="draw predictions on image files"
+def _add_predict(commands: Subparsers) -> None:
+    predict = _command(
+        commands,
+        "predict",
+        "predict on image files: one JSON line per image (classes, boxes in the image's own pixels, mask "
+        "statistics), a class-index mask PNG per segmentation head and each head's picture",
+        config=False,
     )
     predict.add_argument("config", help="a config file or name")
     predict.add_argument(
@@ -103,8 +126,22 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         help="image files, folders (searched recursively for image files) or glob patterns such as 'photos/*.jpg'",
     )
-    weights_options(predict)
-    predict.add_argument("--out", required=True, help="folder for the pictures")
+    _weights_options(predict)
+    predict.add_argument("--out", required=True, help="folder for predictions.jsonl, the masks and the pictures")
+    predict.add_argument(
+        "--resize",
+        choices=["letterbox", "stretch"],
+        default=None,
+        help="how images are brought to the model's input size (default: as the config evaluates)",
+    )
+    predict.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE, help="images per forward pass")
+    predict.add_argument("--top-k", type=int, default=5, help="classes listed per classification (default: 5)")
+    predict.add_argument("--no-pictures", action="store_true", help="write predictions.jsonl and masks only")
+    predict.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out images that cannot be decoded (counted and named) instead of failing the run",
+    )
     predict.add_argument(
         "--set",
         action="append",
@@ -114,9 +151,63 @@ def _parser() -> argparse.ArgumentParser:
         help="a config override, repeatable",
     )
 
-    export = config_command("export", "export a config's MODEL group to ONNX and check it against torch")
-    weights_options(export)
+
+def _add_export_and_preview(commands: Subparsers) -> None:
+    export = _command(
+        commands,
+        "export",
+        "export a config's model to ONNX (the heads' results as outputs, the model's contract as metadata) and "
+        "check it against torch in onnxruntime",
+    )
+    _weights_options(export)
     export.add_argument("--onnx", required=True, help="the ONNX file to write")
+    export.add_argument(
+        "--output",
+        action="append",
+        default=None,
+        metavar="NAME",
+        dest="outputs",
+        help="a tensor to export, repeatable (default: the heads' results, e.g. detect/boxes)",
+    )
+    export.add_argument(
+        "--fixed-size",
+        action="store_true",
+        help="fix height and width to the input size (default: dynamic if possible)",
+    )
+    preview = _command(
+        commands, "preview", "draw augmented samples of a split with their boxes and masks on one PNG grid"
+    )
+    preview.add_argument("--out", required=True, help="the PNG file to write")
+    preview.add_argument("--split", choices=["train", "val", "test"], default="train", help="split (default: train)")
+    preview.add_argument("--count", type=int, default=16, help="samples to draw (default: 16)")
+    preview.add_argument("--columns", type=int, default=4, help="samples per row (default: 4)")
+    preview.add_argument("--epoch", type=int, default=0, help="draw the augmentations of this epoch (default: 0)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brickzoo",
+        description="Train, evaluate, visualise and export brick models described by zoo configs.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _command(commands, "list", "list the zoo configs and everything the zoo offers", config=False)
+    graph = _command(commands, "graph", "print the mermaid graph of a config's model")
+    graph.add_argument(
+        "--groups",
+        action="append",
+        default=None,
+        help="a group to draw, repeatable (default: all), e.g. --groups MODEL",
+    )
+    _add_train(commands)
+    evaluate = _command(commands, "evaluate", "evaluate trained weights on the config's test (or validation) split")
+    _weights_options(evaluate)
+    evaluate.add_argument(
+        "--split", choices=["train", "val", "test"], default=None, help="split (default: test or val)"
+    )
+    _add_predict(commands)
+    _add_export_and_preview(commands)
     return parser
 
 
@@ -235,7 +326,7 @@ def _train(args: argparse.Namespace) -> int:
         patterns = list(args.freeze) + list(recipe.train_config.freeze)
         if patterns:
             print(f"frozen bricks: {', '.join(freeze(recipe.model, patterns))}")
-        write_config(run_dir, recipe.config)
+        write_config(run_dir, recipe.resolved_config)  # every "auto" resolved: predict needs no data with it
         result_metrics = _fit(recipe, args, run_dir)
         _print_metrics("final metrics:", {k: v for k, v in result_metrics.items() if k.startswith("val/")})
         if not args.no_export and recipe.export_settings["enabled"]:
@@ -304,17 +395,13 @@ def _fit(recipe: Any, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]
     return result.final_metrics
 
 
-def _export_and_check(recipe: Any, path: Path) -> None:
-    from brickzoo import check_onnx_parity, export_bricks_as_onnx
+def _export_and_check(recipe: Any, path: Path, outputs: Sequence[str] | None = None, fixed: bool = False) -> None:
+    """Export the recipe's model for deployment (:func:`brickzoo.zoo.export_onnx`) and print what was written."""
+    from brickzoo.zoo import export_onnx
 
-    settings = recipe.export_settings
-    model = recipe.model.cpu().eval()
-    inputs = recipe.example_inputs(settings["batch_size"])
-    export_bricks_as_onnx(path, model, inputs, dynamic_batch_size=True, opset_version=settings["opset_version"])
-    check_inputs = recipe.example_inputs(settings["check_batch_size"])
-    report = check_onnx_parity(path, model, check_inputs)
-    print(f"exported {path}")
-    print(report)
+    recipe.model.cpu().eval()
+    result = export_onnx(recipe, path, outputs=outputs, dynamic_image_size=not fixed)
+    print(result.describe())
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -406,56 +493,73 @@ def _output_names(images: Sequence[Path]) -> list[str]:
     return names
 
 
-def _predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from brickzoo import Stage
+def _read_images(
+    chunk: Sequence[tuple[Path, str]], skip_unreadable: bool, skipped: list[Path]
+) -> list[tuple[tuple[Path | None, Any], str]]:
+    """Read ``(file, output name)`` pairs as ``((file, image), name)``; unreadable files raise, or are skipped."""
     from brickzoo.data import load_image
-    from brickzoo.training import check_output_folder, make_output_folder
+    from brickzoo.errors import DataError
+
+    read: list[tuple[tuple[Path | None, Any], str]] = []
+    for file, name in chunk:
+        try:
+            read.append(((file, load_image(file)), name))
+        except DataError:
+            if not skip_unreadable:
+                raise
+            skipped.append(file)
+    return read
+
+
+def _summary(prediction: Any) -> str:
+    """One line per image: its size and each head's answer."""
+    from brickzoo.predict import ClassificationResult, DetectionResult
+
+    parts = []
+    for head, result in prediction.heads.items():
+        if isinstance(result, ClassificationResult):
+            parts.append(f"{head} {result.class_name} {result.score:.2f}")
+        elif isinstance(result, DetectionResult):
+            parts.append(f"{head} {len(result)} boxes")
+        else:
+            present = [name for name, count in list(result.pixel_counts.items())[1:] if count]
+            parts.append(f"{head} {', '.join(present) or 'background only'}")
+    return f"  {prediction.file} ({prediction.width}x{prediction.height}): {'; '.join(parts)}"
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from brickzoo.predict import PREDICTIONS_FILE, PredictionWriter, Predictor
+    from brickzoo.training import check_output_folder
     from brickzoo.zoo import build_recipe
 
+    for option, value in (("--batch-size", args.batch_size), ("--top-k", args.top_k)):
+        if value < 1:
+            raise UsageError(f"{option} must be 1 or more, got {value}")
     images = _image_files(args.images)
     out = check_output_folder(args.out, "--out")
-    recipe = build_recipe(args.config, args.overrides)
+    recipe = build_recipe(args.config, args.overrides, with_data=False)  # the model and its eval pipeline only
     _load(recipe, args)
-    size = tuple(int(n) for n in recipe.example_inputs(1)["images"].shape[-2:])
-    model = recipe.model.cpu().eval()
-    groups = {"MODEL", "VISUALIZATION"}
-    missing = set(model.required_inputs(groups)) - {"images"}
-    if missing:
-        raise UsageError(f"the model's visualizers need {sorted(missing)}, which image files do not give")
-    names = _output_names(images)
-    make_output_folder(out, "--out")
-    written: list[Path] = []
-    for start in range(0, len(images), PREDICT_BATCH_SIZE):
-        chunk = slice(start, start + PREDICT_BATCH_SIZE)
-        batch = {"images": torch.stack([load_image(path, image_size=size) for path in images[chunk]])}  # [B, 3, H, W]
-        with torch.no_grad():
-            outputs = model(batch, groups=groups, stage=Stage.INFERENCE)
-        written += _save_pictures(outputs, names[chunk], out, set(written))
-    print(f"wrote {len(written)} pictures of {len(images)} images to {out}")
-    for path in written if len(written) <= 30 else []:
+    options = {"resize": args.resize} if args.resize else {}
+    predictor = Predictor.from_recipe(recipe, batch_size=args.batch_size, top_k=args.top_k, device="cpu", **options)
+    recipe.model.cpu()
+    named = list(zip(images, _output_names(images), strict=True))
+    skipped: list[Path] = []
+    count = 0
+    with PredictionWriter(out, pictures=not args.no_pictures) as writer:
+        for start in range(0, len(named), args.batch_size):
+            read = _read_images(named[start : start + args.batch_size], args.skip_unreadable, skipped)
+            for prediction, (_, name) in zip(predictor.predict_read([r for r, _ in read]), read, strict=True):
+                writer.write(prediction, name)
+                count += 1
+                if len(images) <= LISTED_FILES:
+                    print(_summary(prediction))
+    if skipped:
+        names = ", ".join(str(f) for f in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        print(f"skipped {len(skipped)} images that cannot be decoded (--skip-unreadable): {names}")
+    print(f"predicted on {count} images: {out / PREDICTIONS_FILE} and {len(writer.written) - 1} PNG files in {out}")
+    for path in writer.written if len(images) <= LISTED_FILES else []:
         print(f"  {path}")
     return 0
-
-
-def _save_pictures(outputs: dict[str, Any], names: Sequence[str], out: Path, taken: set[Path]) -> list[Path]:
-    """Save every output that is a list of pillow images, one file per image: ``<name>_<output>.png``."""
-    from PIL import Image
-
-    written: list[Path] = []
-    for key, value in outputs.items():
-        if not (isinstance(value, list) and value and all(isinstance(v, Image.Image) for v in value)):
-            continue
-        for name, picture in zip(names, value, strict=True):
-            target, number = out / f"{name}_{key.replace('/', '_')}.png", 1
-            while target in taken:  # another image's name plus another output's name can spell the same
-                number += 1
-                target = out / f"{name}_{key.replace('/', '_')}_{number}.png"
-            picture.save(target)
-            taken.add(target)
-            written.append(target)
-    return written
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -473,7 +577,61 @@ def _export(args: argparse.Namespace) -> int:
     recipe = build_recipe(args.config, args.overrides)
     _load(recipe, args)
     make_output_folder(onnx_path.parent, what)
-    _export_and_check(recipe, onnx_path)
+    _export_and_check(recipe, onnx_path, outputs=args.outputs, fixed=args.fixed_size)
+    return 0
+
+
+def _preview_dataset(recipe: Any, split: str, epoch: int) -> Any:
+    """The samples of a split as the model sees them: through the split's pipeline (augmented for ``train``)."""
+    from brickzoo.data.transforms import TransformedDataset, build_transforms, default_transform_specs
+    from brickzoo.errors import ConfigError
+
+    if split not in recipe.datasets:
+        raise ConfigError(f"{recipe.origin}: no {split!r} split in data (have {sorted(recipe.datasets)})")
+    dataset = recipe.datasets[split]
+    if not isinstance(dataset, TransformedDataset):
+        from brickzoo._predict_run import recipe_settings
+
+        size = recipe_settings(recipe)["input_size"]
+        tasks = list(getattr(dataset, "tasks", {})) or ["classification"]
+        pipeline = build_transforms(default_transform_specs(tasks, size, train=split == "train"))
+        dataset = TransformedDataset(dataset, pipeline, seed=recipe.train_config.seed)
+    dataset.set_epoch(epoch)
+    return dataset
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from brickzoo.data import preview_grid
+    from brickzoo.training import check_output_folder, make_output_folder
+    from brickzoo.zoo import build_recipe
+
+    target = Path(args.out)
+    if target.is_dir():
+        raise UsageError(f"--out {target} is a folder; expected the PNG file to write, e.g. {target / 'preview.png'}")
+    if target.suffix.lower() != ".png":
+        raise UsageError(f"--out {target}: expected a file name ending in .png")
+    for option, value, least in (
+        ("--count", args.count, 1),
+        ("--columns", args.columns, 1),
+        ("--epoch", args.epoch, 0),
+    ):
+        if value < least:
+            raise UsageError(f"{option} must be {least} or more, got {value}")
+    check_output_folder(target.parent, f"--out {target}: folder")
+    recipe = build_recipe(args.config, args.overrides)
+    dataset = _preview_dataset(recipe, args.split, args.epoch)
+    count = min(args.count, len(dataset))
+    if count == 0:
+        raise UsageError(f"the {args.split} split of {recipe.name} holds no sample to draw")
+    grid = preview_grid(dataset, range(count), columns=min(args.columns, count))
+    make_output_folder(target.parent, f"--out {target}: folder")
+    partial = target.with_name(f".{target.name}.partial")
+    grid.save(partial, format="PNG")
+    os.replace(partial, target)
+    print(
+        f"wrote {count} {args.split} samples of {recipe.name} as the model sees them "
+        f"({grid.width}x{grid.height} pixels): {target}"
+    )
     return 0
 
 
@@ -484,6 +642,7 @@ COMMANDS = {
     "evaluate": _evaluate,
     "predict": _predict,
     "export": _export,
+    "preview": _preview,
 }
 
 if __name__ == "__main__":

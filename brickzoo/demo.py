@@ -2,8 +2,8 @@
 
 It trains the three-task shapes model (classification + segmentation + detection on one
 backbone and FPN) on the embedded synthetic dataset, evaluates it on held-out images, draws its
-predictions on image files through the CLI's ``predict``, exports it to ONNX with an onnxruntime
-parity check, and prints where everything is.
+predictions on image files through the CLI's ``predict`` (results as JSON Lines, masks and
+pictures), exports it to ONNX with an onnxruntime parity check, and prints where everything is.
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return status
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s. Everything is in {run_dir}/:")
     for name, what in [
-        ("model.onnx", "the exported model (inputs: images; outputs: every head's tensors)"),
+        ("model.onnx", "the exported model (input: images; outputs: the heads' results; its contract as metadata)"),
         ("predictions.png", "validation images drawn by the three heads' visualizers"),
-        ("predictions/", "the same for the PNG files in sample_images/"),
+        ("predictions/", "for the PNG files in sample_images/: predictions.jsonl, class-index masks, pictures"),
         ("loss_curves.png", "loss and metric curves per epoch"),
         ("metrics.jsonl", "one JSON line per epoch"),
         ("final_metrics.json", "the last epoch's metrics, confusion matrix included"),

@@ -54,7 +54,11 @@ def test_train_writes_the_whole_run_folder(trained_run: Path) -> None:
     assert {"classify/probabilities", "segment/predictions", "detect/boxes"} <= {o.name for o in graph.output}
     with Image.open(trained_run / "predictions.png") as picture:
         assert picture.width > 64 and picture.height > 64
-    assert json.loads((trained_run / "config.json").read_text())["train"]["epochs"] == 1
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["train"]["epochs"] == 1
+    # resolved: the classes and the input size are written out, so predict can rebuild the model without data
+    assert config["model"]["heads"]["detect"]["class_names"] == ["circle", "square", "triangle", "star"]
+    assert config["model"]["heads"]["segment"]["num_classes"] == 5 and config["data"]["image_size"] == [64, 64]
 
 
 def test_train_prints_parity_and_where_things_are(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,13 +112,23 @@ def test_evaluate_predict_and_export(trained_run: Path, tmp_path: Path, capsys: 
     )
     written = sorted(p.name for p in target.iterdir())
     assert written == sorted(
-        f"photo{i}_{head}_visualization.png" for i in range(2) for head in ("classify", "segment", "detect")
+        [f"photo{i}_{head}_visualization.png" for i in range(2) for head in ("classify", "segment", "detect")]
+        + [f"photo{i}_segment_mask.png" for i in range(2)]
+        + ["predictions.jsonl"]
     )
 
     onnx_path = tmp_path / "exported.onnx"
     assert main(["export", "shapes_multitask", "--weights", str(trained_run), "--onnx", str(onnx_path), *TINY]) == 0
-    assert "largest |difference|" in capsys.readouterr().out
-    assert onnx_path.is_file()
+    printed = capsys.readouterr().out
+    assert "largest |difference|" in printed and "metadata:\n  brickzoo_version: " in printed
+    assert "  config: shapes_multitask\n" in printed and '    detect: ["circle", "square"' in printed
+    graph = onnx.load(str(onnx_path)).graph
+    assert [o.name for o in graph.output][-4:] == [
+        "detect/boxes",
+        "detect/scores",
+        "detect/labels",
+        "detect/num_detections",
+    ]
 
 
 def test_resume_and_refusing_to_overwrite(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,9 +203,10 @@ def test_predict_refuses_unreadable_images(
 
 def test_console_script_help_and_usage_errors() -> None:
     script = Path(sys.executable).with_name("brickzoo")
-    for command in ([], ["train"], ["evaluate"], ["predict"], ["export"], ["graph"], ["list"]):
+    for command in ([], ["train"], ["evaluate"], ["predict"], ["export"], ["graph"], ["list"], ["preview"]):
         result = subprocess.run([str(script), *command, "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "usage: brickzoo" in result.stdout
+        assert f"examples:\n  brickzoo {command[0] if command else ''}" in result.stdout, result.stdout
     result = subprocess.run([str(script), "evaluate", "shapes_multitask"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "the following arguments are required: --weights" in result.stderr
     result = subprocess.run([str(script), "fly"], capture_output=True, text=True, timeout=120)
@@ -449,7 +464,9 @@ def test_predict_takes_folders_and_patterns_with_unique_names(
     assert f"skipped 1 files that are not images: {photos / 'notes.txt'}" in printed
     heads = ("classify", "segment", "detect")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{name}_{head}_visualization.png" for name in ("a_png", "a_jpg", "b") for head in heads
+        [f"{name}_{head}_visualization.png" for name in ("a_png", "a_jpg", "b") for head in heads]
+        + [f"{name}_segment_mask.png" for name in ("a_png", "a_jpg", "b")]
+        + ["predictions.jsonl"]
     )
     with (
         Image.open(out / "a_jpg_classify_visualization.png") as green,
@@ -459,7 +476,8 @@ def test_predict_takes_folders_and_patterns_with_unique_names(
     pattern = ["predict", "shapes_multitask", str(photos / "**" / "*.[pP][nN][gG]"), "--weights", str(trained_run)]
     assert main([*pattern, "--out", str(tmp_path / "pattern"), "--set", *TINY]) == 0
     assert sorted(p.name for p in (tmp_path / "pattern").iterdir()) == sorted(
-        f"{name}_{head}_visualization.png" for name in ("a", "b") for head in heads
+        [f"{name}_{head}_visualization.png" for name in ("a", "b") for head in heads]
+        + ["a_segment_mask.png", "b_segment_mask.png", "predictions.jsonl"]
     )
 
 
