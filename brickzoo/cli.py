@@ -37,7 +37,7 @@ COMMAND_EXAMPLES = {
     "graph": ["brickzoo graph shapes_multitask", "brickzoo graph shapes_detection --groups MODEL"],
     "preview": [
         "brickzoo preview shapes_multitask --out preview.png",
-        "brickzoo preview shapes_detection --split val --count 8 --out val.png data.args.image_size=128",
+        "brickzoo preview shapes_multitask_320 --split val --count 8 --columns 4 --out val.png",
     ],
     "train": [
         "brickzoo train shapes_multitask --out runs train.epochs=2 data.batch_size=16",
