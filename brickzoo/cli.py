@@ -520,7 +520,8 @@ def _summary(prediction: Any) -> str:
         if isinstance(result, ClassificationResult):
             parts.append(f"{head} {result.class_name} {result.score:.2f}")
         elif isinstance(result, DetectionResult):
-            parts.append(f"{head} {len(result)} boxes")
+            best = f" (best {result.names[0]} {float(result.scores[0]):.2f})" if len(result) else ""
+            parts.append(f"{head} {len(result)} boxes{best}")
         else:
             present = [name for name, count in list(result.pixel_counts.items())[1:] if count]
             parts.append(f"{head} {', '.join(present) or 'background only'}")
