@@ -1,0 +1,181 @@
+"""benchmarks/peers.py: the smoke run prints both tables, and its conversions and schedules match their references."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from brickzoo.data import ShapesDataset, YoloDetectionDataset
+from brickzoo.training import TrainConfig
+from brickzoo.training._schedule import build_scheduler
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import peers  # noqa: E402  (benchmarks/ is not a package)
+
+QUALITY = {"detection": ["mAP@0.5", "mAP@[.5:.95]"], "segmentation": ["mIoU", "pixel accuracy"]}
+SPEED = ["train images/s", "vs brickzoo", "eager ms/image", "onnxruntime ms/image", "M params", "train min"]
+ROWS = {  # task -> (system, schedule) rows the table must hold
+    "detection": [
+        ("brickzoo shapes_detection (resnet10t)", "recipe (fit)"),
+        ("brickzoo shapes_detection (resnet18, FCOS's backbone)", "recipe (fit)"),
+        ("torchvision FCOS (resnet18 FPN)", "own defaults"),
+        ("torchvision FCOS (resnet18 FPN)", "brickzoo's schedule"),
+        ("Ultralytics YOLOv8n", "own defaults"),
+        ("Ultralytics YOLOv8n", "brickzoo's schedule"),
+    ],
+    "segmentation": [
+        ("brickzoo shapes_segmentation (resnet10t)", "recipe (fit)"),
+        ("smp FPN (tu-resnet10t)", "own defaults"),
+        ("smp FPN (tu-resnet10t)", "brickzoo's schedule"),
+        ("smp Unet (tu-resnet10t)", "own defaults"),
+        ("smp Unet (tu-resnet10t)", "brickzoo's schedule"),
+    ],
+}
+
+
+def table_after(lines: list[str], header: str) -> list[list[str]]:
+    """The cells of the markdown table whose header line is ``header``."""
+    start = lines.index(header)
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("| "):
+            break
+        rows.append(line.removeprefix("| ").removesuffix(" |").split(" | "))
+    return rows
+
+
+def test_quick_run_prints_a_table_per_task_with_every_system_and_schedule(tmp_path: Path) -> None:
+    python = PYTHON if PYTHON.exists() else Path(sys.executable)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics")}
+    result = subprocess.run(
+        [str(python), str(ROOT / "benchmarks" / "peers.py"), "--quick", "--threads", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert result.returncode == 0, f"peers.py exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    lines = result.stdout.splitlines()
+    for task, expected_rows in ROWS.items():
+        columns = ["system", "schedule", *QUALITY[task], *SPEED]
+        header = "| " + " | ".join(columns) + " |"
+        assert header in lines, f"no {task} table:\n{result.stdout}"
+        rows = table_after(lines, header)
+        assert [(row[0], row[1]) for row in rows] == expected_rows
+        assert all(len(row) == len(columns) for row in rows), rows
+        for row in rows:  # every system trained and was scored: quality values in [0, 1]
+            assert all(0.0 <= float(value) <= 1.0 for value in row[2:4]), row
+        assert rows[0][5] == "1.00x", "the brickzoo recipe is the reference of the speed ratios"
+    assert any(line.startswith("mIoU: mean over every class, background included") for line in lines)
+    assert sum(line.startswith("target: ") for line in lines) == 4 + 1 + 2 + 1, result.stdout
+    assert {path.name for path in tmp_path.iterdir()} <= {"ultralytics"}, "something wrote into the working folder"
+
+
+def quick_settings() -> peers.Settings:
+    return peers.Settings(sizes=[64], quality_sizes=[], tasks=["detection"], train_samples=8, held_out=4)
+
+
+def test_yolo_files_hold_the_shapes_images_and_boxes(tmp_path: Path) -> None:
+    """Written for Ultralytics, read back by brickzoo's YoloDetectionDataset: the shapes dataset's boxes, labels
+    and pixels (8-bit)."""
+    config = peers.zoo_config("detection", 64, quick_settings())
+    peers.write_yolo_data(config, tmp_path)
+    reference = ShapesDataset(8, image_size=64, seed=0, max_shapes=3)
+    for split, count in (("train", 8), ("val", 8)):
+        read = YoloDetectionDataset(tmp_path, split=split)
+        assert len(read) == count and read.class_names == ["circle", "square", "triangle", "star"]
+        for index in range(count):
+            expected, got = reference[index], read[index]
+            torch.testing.assert_close(got["boxes"], expected["boxes"], atol=64 * 1e-6, rtol=0)
+            assert torch.equal(got["box_labels"], expected["box_labels"])
+            assert float((got["images"] - expected["images"]).abs().max()) <= 0.5 / 255 + 1e-6
+
+
+def test_yolo_batch_is_normalised_cxcywh_of_the_real_boxes() -> None:
+    boxes = torch.tensor([[[0.0, 0, 32, 16], [0, 0, 0, 0]], [[8.0, 8, 16, 40], [32, 0, 64, 64]]])
+    batch = {"images": torch.zeros(2, 3, 64, 64), "boxes": boxes, "box_labels": torch.tensor([[2, -1], [0, 3]])}
+    got = peers.yolo_batch(batch)
+    assert got["batch_idx"].tolist() == [0.0, 1.0, 1.0]
+    assert got["cls"].tolist() == [[2.0], [0.0], [3.0]]
+    expected = [[16 / 64, 8 / 64, 32 / 64, 16 / 64], [12 / 64, 24 / 64, 8 / 64, 32 / 64], [0.75, 0.5, 0.5, 1.0]]
+    torch.testing.assert_close(got["bboxes"], torch.tensor(expected))
+
+
+def test_pad_detections_sorts_by_score_and_pads_with_label_minus_one() -> None:
+    boxes = torch.tensor([[0.0, 0, 1, 1], [2, 2, 3, 3]])
+    got = peers.pad_detections(
+        [(boxes, torch.tensor([0.2, 0.9]), torch.tensor([1, 3])), (boxes[:0], *[torch.zeros(0)] * 2)]
+    )
+    assert got["boxes"].shape == (2, peers.MAX_DETECTIONS, 4)
+    assert got["labels"][0, :3].tolist() == [3, 1, -1] and got["labels"][1].eq(-1).all()
+    assert got["scores"][0, :3].tolist() == pytest.approx([0.9, 0.2, 0.0])
+    assert got["boxes"][0, 0].tolist() == [2, 2, 3, 3] and got["boxes"][1].eq(0).all()
+
+
+def learning_rates(scheduler: Any, optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
+    """The learning rate of each of ``steps`` optimizer steps under torch's own schedulers."""
+    rates = []
+    for step in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler(step)
+    return rates
+
+
+def test_smp_schedule_is_torch_cosine_annealing_over_the_run() -> None:
+    total = 37
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=1e-5)
+    expected = learning_rates(lambda _: cosine.step(), optimizer, total)
+    plan = peers.smp_example_schedule(64)
+    got = [2e-4 * plan.factor(step, total, 10) for step in range(total)]
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_fcos_schedule_is_the_torchvision_reference() -> None:
+    """references/detection/train.py: LinearLR(0.001, min(1000, len(loader) - 1)) stepped per iteration in the
+    first epoch only, MultiStepLR(milestones, 0.1) stepped per epoch; lr 0.01 for 16 images, scaled."""
+    batch_size, epochs, per_epoch = 32, 8, 5
+    plan = peers.fcos_reference_schedule(batch_size, epochs)
+    model = torch.nn.Linear(1, 1)
+    optimizer = plan.optimizer(model)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02)
+    milestones = [round(epochs * 16 / 26), round(epochs * 22 / 26)]
+    multistep = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.001, total_iters=per_epoch - 1)
+    expected = []
+    for epoch in range(epochs):
+        for _ in range(per_epoch):
+            expected.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if epoch == 0:
+                warmup.step()
+        multistep.step()
+    got = [0.02 * plan.factor(step, epochs * per_epoch, per_epoch) for step in range(epochs * per_epoch)]
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_brickzoo_schedule_is_what_fit_schedules() -> None:
+    config = peers.zoo_config("detection", 64, quick_settings())
+    train_config = TrainConfig.from_dict(config["train"])
+    total = 50
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=train_config.lr)
+    scheduler = build_scheduler(optimizer, train_config, total_steps=total)
+    expected = learning_rates(lambda _: scheduler.step(), optimizer, total)
+    plan = peers.brickzoo_schedule(config)
+    got = [train_config.lr * plan.factor(step, total, 10) for step in range(total)]
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert plan.clip == train_config.grad_clip_norm and not math.isnan(got[-1])
+    assert np.isclose(plan.optimizer(torch.nn.Linear(2, 2)).param_groups[0]["weight_decay"], train_config.weight_decay)
