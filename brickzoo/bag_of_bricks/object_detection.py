@@ -495,9 +495,11 @@ class FCOSLoss(nn.Module):
         normaliser = positive.sum().clamp(min=1).to(cls_logits.dtype)
         index = matched.clamp(min=0)  # [B, N]: background reads slot 0, masked out below
 
-        labels = target_labels.gather(1, index)  # [B, N]
-        classes = torch.arange(cls_logits.shape[2], device=labels.device)  # [C]
-        one_hot = (positive[..., None] & (labels[..., None] == classes)).to(cls_logits.dtype)  # [B, N, C]
+        labels = torch.where(positive, target_labels.gather(1, index), 0)  # [B, N]
+        # rows of the identity: a positive's label outside [0, C) fails the lookup (IndexError, or a device-side
+        # assert on GPU) rather than training on no class, and without reading the labels on the host
+        identity = torch.eye(cls_logits.shape[2], dtype=cls_logits.dtype, device=cls_logits.device)  # [C, C]
+        one_hot = torch.where(positive[..., None], identity[labels], 0.0)  # [B, N, C]
         loss_cls = torchvision.ops.sigmoid_focal_loss(
             cls_logits, one_hot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
         )

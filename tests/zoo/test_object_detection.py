@@ -37,7 +37,7 @@ from brickzoo.bag_of_bricks.object_detection import (
     FCOSLoss,
     object_detection_bricks,
 )
-from brickzoo.errors import BrickDefinitionError, BrickInputError
+from brickzoo.errors import BrickDefinitionError, BrickInputError, BrickRuntimeError
 
 LEVELS = [FeatureLevel(f"features/level{i}", channels=16, stride=2**i) for i in (3, 4, 5)]
 EXAMPLE_PNG = Path("/work/notes/png/detection_example.png")
@@ -475,6 +475,14 @@ def test_bad_targets_raise_with_the_brick_path(change: dict[str, torch.Tensor], 
             message = str(info.value)
             assert message.startswith(f"brick 'detect/{brick}': ")
             assert expected in message
+
+
+def test_unchecked_label_out_of_range_on_an_object_fails_loudly_in_forward() -> None:
+    """Without check_batch, a class index >= num_classes on a matched object is an error, not a silent background."""
+    model = detector(2)
+    named = {**scene(), "box_labels": torch.tensor([[5, -1], [1, 0]])}
+    with pytest.raises(BrickRuntimeError, match=r"brick 'detect/loss'.*IndexError"):
+        model(named, groups={"MODEL", "LOSS"})
 
 
 def test_padding_slots_may_hold_anything_and_good_targets_pass_the_checks() -> None:
