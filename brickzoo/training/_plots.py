@@ -201,7 +201,7 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]], loss_names: Sequence[
         metrics.title = "Training metrics"
     for key in keys:
         name = key.removeprefix(prefix)
-        if key.startswith(prefix) and name not in loss_keys and name != "images_per_second":
+        if key.startswith(prefix) and name not in loss_keys and name not in ("images_per_second", "boxes_dropped"):
             add(metrics, name, key)
     return plot_panels([losses, metrics] if metrics.series else [losses])
 

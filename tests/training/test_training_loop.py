@@ -19,7 +19,7 @@ from brickzoo import BrickCollection, BrickLoss, BrickTrainable, Stage
 from brickzoo.data import make_loader
 from brickzoo.data.transforms import TransformedDataset, build_transforms
 from brickzoo.errors import BrickDefinitionError, BrickInputError, ConfigError, DataError, MissingInputsError
-from brickzoo.training import TrainConfig, evaluate, fit
+from brickzoo.training import TrainConfig, _plots, evaluate, fit
 from brickzoo.training._step import epoch_datasets, set_data_epoch
 
 
@@ -342,3 +342,12 @@ def test_resume_is_exact_with_augmentation(tmp_path: Path, num_workers: int) -> 
         assert [epoch for epoch, _, _ in rest.dataset.seen[-64:]] == [2] * 32 + [3] * 32
     assert weights(resumed).keys() == weights(straight).keys()
     assert all(torch.equal(weights(resumed)[k], v) for k, v in weights(straight).items())
+
+
+def test_the_counts_of_dropped_boxes_stay_out_of_the_metric_curves(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[list[_plots.Panel]] = []
+    monkeypatch.setattr(_plots, "plot_panels", lambda panels: drawn.append(panels))
+    record = {"epoch": 1, "train/loss": 1.0, "val/loss": 0.9, "val/head0/accuracy": 0.5, "val/boxes_dropped": 12}
+    _plots.plot_loss_curves([record], ["head0/loss"])
+    (panels,) = drawn
+    assert [list(panel.series) for panel in panels] == [["train loss", "val loss"], ["head0/accuracy"]]
