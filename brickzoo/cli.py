@@ -302,7 +302,7 @@ def _is_global_zero() -> bool:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from brickzoo.training import freeze, load_pretrained, write_config
+    from brickzoo.training import freeze, load_finetune_weights, write_config
     from brickzoo.zoo import build_recipe
 
     recipe = build_recipe(args.config, args.overrides)
@@ -315,13 +315,13 @@ def _train(args: argparse.Namespace) -> int:
                 "--engine lightning --strategy ddp (Lightning starts the other processes itself)"
             )
         if args.weights:
-            load_pretrained(recipe.model, args.weights)
+            load_finetune_weights(recipe.model, args.weights)
         freeze(recipe.model, list(args.freeze) + list(recipe.train_config.freeze))
         _fit(recipe, args, run_dir)
         return 0
     with _claim_run_folder(run_dir, args):
         if args.weights:
-            report = load_pretrained(recipe.model, args.weights)
+            report = load_finetune_weights(recipe.model, args.weights)
             print(f"fine-tuning from {args.weights}:\n{textwrap.indent(str(report), '  ')}")
         patterns = list(args.freeze) + list(recipe.train_config.freeze)
         if patterns:

@@ -17,7 +17,7 @@ named tensors; nothing is specific to a task.
     which ``fit(..., resume=True)`` continues exactly.
 
 - :func:`evaluate` runs a stage over a loader and returns its losses and metrics.
-- :func:`load_pretrained`, :func:`freeze` and ``TrainConfig.lr_multipliers`` serve fine-tuning.
+- :func:`load_finetune_weights`, :func:`freeze` and ``TrainConfig.lr_multipliers`` serve fine-tuning.
 
 Example:
     >>> from brickzoo.training import TrainConfig, fit
@@ -36,7 +36,7 @@ from brickzoo.training._finetune import (
     build_optimizer,
     find_fitting_weights,
     freeze,
-    load_pretrained,
+    load_finetune_weights,
     load_weights,
     matches,
     param_groups,
@@ -73,7 +73,7 @@ __all__ = [
     "find_fitting_weights",
     "fit",
     "freeze",
-    "load_pretrained",
+    "load_finetune_weights",
     "load_trainer_state",
     "load_weights",
     "lock_run_folder",

@@ -270,7 +270,7 @@ def load_weights(
 ) -> LoadReport:
     """Load trained weights to evaluate, predict or export: every brick, or a clear error.
 
-    Unlike :func:`load_pretrained` (fine-tuning), every brick with parameters or buffers must
+    Unlike :func:`load_finetune_weights` (fine-tuning), every brick with parameters or buffers must
     find its file with exactly its tensor names and shapes; otherwise nothing is loaded and the
     error lists each brick that does not fit and why, plus nearby folders that would fit (see
     :func:`find_fitting_weights`). A wrong folder therefore never yields a model that silently
@@ -321,7 +321,7 @@ def _not_fitting(
     )
 
 
-def load_pretrained(collection: BrickCollection, weights: str | Path) -> LoadReport:
+def load_finetune_weights(collection: BrickCollection, weights: str | Path) -> LoadReport:
     """Load earlier weights into a collection for fine-tuning, keeping what does not fit fresh.
 
     Every tensor whose brick path, name and shape match is loaded; the others keep their
@@ -348,7 +348,6 @@ def load_pretrained(collection: BrickCollection, weights: str | Path) -> LoadRep
         report = load_bricks(collection, folder, strict=False)
     report.unexpected = [f for f in report.unexpected if f != TRAINER_STATE]
     if not report.loaded and not report.partial:
-        raise WeightsError(
-            f"load_pretrained: nothing in {folder} fits the collection:\n{report}{_suggestion(collection, weights)}"
-        )
+        suggestion = _suggestion(collection, weights)
+        raise WeightsError(f"load_finetune_weights: nothing in {folder} fits the collection:\n{report}{suggestion}")
     return report

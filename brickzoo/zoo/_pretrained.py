@@ -43,11 +43,10 @@ import warnings
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
-from torch.utils.data import Dataset
 
 from brickzoo._collection import BrickCollection
 from brickzoo._weights import LoadReport, load_bricks
@@ -79,6 +78,9 @@ from brickzoo.zoo._download import (
     sha256_of,
     staged_folder,
 )
+
+if TYPE_CHECKING:
+    from brickzoo.zoo._recipe import Recipe
 
 SHIPPED_PACKAGE = "brickzoo.zoo.pretrained"
 ZOO_PREFIX = "zoo:"
@@ -132,6 +134,9 @@ class Pretrained:
         entry: the :class:`PretrainedEntry` (its ``folder`` and ``weights_dir``).
         config: the zoo config the model was built from (the card's, overrides applied).
         report: the :class:`~brickzoo.LoadReport` of the weights.
+        recipe: the :class:`~brickzoo.zoo.Recipe` built without data from ``config``: its
+            ``model`` is ``model``; its eval pipeline, input size and export settings serve
+            :class:`brickzoo.predict.Predictor` and :func:`brickzoo.zoo.export_onnx`.
     """
 
     model: BrickCollection
@@ -139,20 +144,12 @@ class Pretrained:
     entry: PretrainedEntry
     config: dict[str, Any]
     report: LoadReport
+    recipe: Recipe
 
     @property
     def class_names(self) -> dict[str, list[str]]:
         """Head name -> class names, from the card."""
         return self.card.class_names
-
-
-class _NoDataset(Dataset[Any]):
-    """Stands in for the training split when a fully resolved config is built: it names no classes."""
-
-    tasks: dict[str, list[str]] = {}  # noqa: RUF012 (read-only, read by build_model)
-
-    def __len__(self) -> int:
-        return 0
 
 
 # -- the registry ---------------------------------------------------------------------------------------
@@ -410,31 +407,28 @@ def find_pretrained(
 
 
 # -- building and loading -----------------------------------------------------------------------------------
-def build_pretrained_model(config: Mapping[str, Any], origin: str = "<card>") -> BrickCollection:
-    """The brick collection of a fully resolved zoo config, built without any dataset.
+def build_pretrained_recipe(config: Mapping[str, Any], origin: str = "<card>") -> Recipe:
+    """The recipe of a fully resolved zoo config, built without any dataset (``build_recipe(with_data=False)``).
 
     Every head must give ``num_classes`` and ``class_names``; a backbone's ``pretrained``
-    is switched off (the entry's weights replace every tensor). Built under ``train.seed``.
+    is switched off (the entry's weights replace every tensor). The weights are initialised
+    under ``train.seed``.
 
     Raises:
         ConfigError: the config is invalid or does not build; the message names ``origin`` and the keys.
     """
-    from brickzoo.training import seeded
     from brickzoo.zoo._config import validate_config
-    from brickzoo.zoo._recipe import build_model
+    from brickzoo.zoo._recipe import build_recipe
 
     config = copy.deepcopy(dict(config))
     validate_config(config, f"the config embedded in {origin}")
     backbone = config["model"]["backbone"]
     if backbone.get("pretrained"):
         backbone["pretrained"] = False
-    seed = int((config.get("train") or {}).get("seed", 0))
-    with seeded(seed):
-        try:
-            model, _ = build_model(config, {"train": _NoDataset()})
-        except ConfigError as exc:
-            raise ConfigError(f"the config embedded in {origin} does not build: {exc}") from None
-    return model
+    try:
+        return build_recipe(config, with_data=False)
+    except ConfigError as exc:
+        raise ConfigError(f"the config embedded in {origin} does not build: {exc}") from None
 
 
 def load_pretrained(
@@ -472,14 +466,19 @@ def load_pretrained(
         >>> pretrained.card.heads["classify"].class_names  # doctest: +SKIP
         ['circle', 'square', 'triangle', 'star']
     """
-    from brickzoo.training import load_pretrained as load_what_fits
+    from brickzoo.training import load_finetune_weights
     from brickzoo.zoo._config import apply_overrides
 
     entry = find_pretrained(source, timeout=timeout, progress=progress, force_download=force_download)
     config = apply_overrides(entry.config, overrides)
-    model = build_pretrained_model(config, str(entry.folder / CARD_FILE))
-    report = load_bricks(model, entry.weights_dir, strict=True) if strict else load_what_fits(model, entry.weights_dir)
-    return Pretrained(model=model.eval(), card=entry.card, entry=entry, config=config, report=report)
+    recipe = build_pretrained_recipe(config, str(entry.folder / CARD_FILE))
+    model = recipe.model
+    report = (
+        load_bricks(model, entry.weights_dir, strict=True)
+        if strict
+        else load_finetune_weights(model, entry.weights_dir)
+    )
+    return Pretrained(model=model.eval(), card=entry.card, entry=entry, config=config, report=report, recipe=recipe)
 
 
 def verify_pretrained(source: str | Path, *, timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> dict[str, str]:
@@ -496,7 +495,7 @@ def verify_pretrained(source: str | Path, *, timeout: float = DEFAULT_TIMEOUT, p
         {'config.yaml': '3f2a...', 'weights/backbone.safetensors': '9c1d...', ...}
     """
     entry = find_pretrained(source, timeout=timeout, progress=progress)
-    model = build_pretrained_model(entry.config, str(entry.folder / CARD_FILE))
+    model = build_pretrained_recipe(entry.config, str(entry.folder / CARD_FILE)).model
     load_bricks(model, entry.weights_dir, strict=True)
     return {relative: record.sha256 for relative, record in sorted(entry.card.files.items())}
 
@@ -534,31 +533,24 @@ def _run_config(run: Path) -> dict[str, Any]:
 
 
 def resolve_config(config: Mapping[str, Any], origin: str = "<config>") -> dict[str, Any]:
-    """A validated zoo config with every head's ``num_classes`` and ``class_names`` explicit.
+    """A validated zoo config with everything left to the data written out: :attr:`Recipe.resolved_config`.
 
-    Heads left on ``auto`` take their classes from the config's training dataset, which is
-    built for that (and only then). A backbone's ``pretrained`` is switched off: an entry's
-    own weights replace every tensor. The result holds JSON types only.
+    Every head's ``num_classes`` and ``class_names`` become explicit (heads left on ``auto``
+    take their classes from the config's training dataset, whose constructor alone is read),
+    and so do ``data.transforms`` and ``data.image_size``. A backbone's ``pretrained`` is
+    switched off: an entry's own weights replace every tensor. The result holds JSON types only.
 
     Raises:
         ConfigError: a head whose class names neither the config nor the dataset gives.
     """
-    from brickzoo.training import seeded
-    from brickzoo.zoo._datasets import build_datasets
-    from brickzoo.zoo._recipe import build_model
+    from brickzoo.zoo._recipe import build_recipe
 
-    heads = config["model"]["heads"]
-    automatic = [n for n, h in heads.items() if "auto" in (h.get("num_classes", "auto"), h.get("class_names", "auto"))]
-    with seeded(int((config.get("train") or {}).get("seed", 0))):
-        datasets = build_datasets(config["data"]["dataset"], config["data"]) if automatic else {"train": _NoDataset()}
-        _, class_names = build_model(config, datasets)
-    resolved: dict[str, Any] = json.loads(json.dumps(config))
-    missing = []
-    for name, head in resolved["model"]["heads"].items():
-        if name not in class_names:
-            missing.append(f"model.heads.{name}.class_names: not given, and the dataset names no classes; set it")
-            continue
-        head["num_classes"], head["class_names"] = len(class_names[name]), list(class_names[name])
+    resolved = copy.deepcopy(build_recipe(config, with_data=False).resolved_config)
+    missing = [
+        f"model.heads.{name}.class_names: not given, and the dataset names no classes; set it"
+        for name, head in resolved["model"]["heads"].items()
+        if not isinstance(head.get("class_names"), list)
+    ]
     if missing:
         raise ConfigError(f"{origin}: a zoo entry needs the class names of every head:\n  " + "\n  ".join(missing))
     if resolved["model"]["backbone"].get("pretrained"):
@@ -598,45 +590,28 @@ def _write_weights(model: BrickCollection, folder: Path, dtype: str) -> None:
     load_bricks(model, folder, strict=True)
 
 
-def _image_size(config: Mapping[str, Any]) -> list[int] | None:
-    """``image_size`` of the config's dataset (validation split first), as ``[H, W]``."""
-    data = config.get("data") or {}
-    for section in (data.get("val"), data.get("test"), data.get("args"), data.get("train")):
-        size = (section or {}).get("image_size") if isinstance(section, Mapping) else None
-        if isinstance(size, int) and not isinstance(size, bool):
-            return [size, size]
-        if isinstance(size, list) and len(size) == 2:
-            return [int(size[0]), int(size[1])]
-    return None
+def _preprocessing(recipe: Recipe, input_size: Sequence[int] | None, resize: str | None) -> Any:
+    """The card's :class:`Preprocessing`: the model's one input, its size, resize mode and normalisation.
 
-
-def _mentions(value: Any, word: str) -> bool:
-    if isinstance(value, Mapping):
-        return any(k == word or _mentions(v, word) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_mentions(v, word) for v in value)
-    return value == word
-
-
-def _preprocessing(
-    model: BrickCollection, config: Mapping[str, Any], input_size: Sequence[int] | None, resize: str | None
-) -> Any:
-    """The card's :class:`Preprocessing`: the model's one input, its size, resize mode and normalisation."""
+    The size and resize mode are the recipe's (its eval pipeline; ``data.image_size``) unless given.
+    """
     from brickzoo.bag_of_bricks.preprocessors import Preprocessor
     from brickzoo.zoo._cards import RESIZE_MODES, Preprocessing
 
+    model = recipe.model
     inputs = model.required_inputs("MODEL")
     if len(inputs) != 1:
         raise ConfigError(f"publish: the model reads {inputs}; a zoo entry takes exactly one image input")
     modules = (getattr(brick, "model", None) for _, brick in model.named_bricks())
     pre: Preprocessor | None = next((m for m in modules if isinstance(m, Preprocessor)), None)
     size = list(input_size) if input_size is not None else None
-    size = size or (list(pre.size) if pre is not None and pre.size else None) or _image_size(config)
+    size = size or (list(recipe.input_size) if recipe.input_size else None)
+    size = size or (list(pre.size) if pre is not None and pre.size else None)
     if size is None or len(size) != 2:
         raise ConfigError(
             f"publish: cannot tell the input size (got {size!r}); pass input_size=(H, W), the size it was trained at"
         )
-    resize = resize or ("letterbox" if _mentions(config.get("data"), "letterbox") else "stretch")
+    resize = resize or ("letterbox" if recipe.resize_mode == "letterbox" else "stretch")
     if resize not in RESIZE_MODES:
         raise ConfigError(f"publish: resize must be one of {list(RESIZE_MODES)}, got {resize!r}")
     mean = [round(float(v), 6) for v in pre.mean.flatten()] if pre is not None else []
@@ -806,7 +781,8 @@ def publish_pretrained(
     run, target = Path(run_folder), Path(out_dir) / name
     _check_publish_arguments(name, target, dtype, overwrite)
     config = resolve_config(_run_config(run), str(run / RUN_CONFIG_FILE))
-    model = build_pretrained_model(config, str(run / RUN_CONFIG_FILE))
+    recipe = build_pretrained_recipe(config, str(run / RUN_CONFIG_FILE))
+    model = recipe.model
     load_weights(model, run)
     command = command or (
         f"brickzoo train {name}/{CONFIG_FILE} --out runs && brickzoo zoo publish runs/{config.get('name', name)} "
@@ -815,7 +791,7 @@ def publish_pretrained(
     with staged_folder(target) as tmp:
         _write_weights(model.eval(), tmp / WEIGHTS_DIR, dtype)
         _write_config_file(tmp, config, name, command)
-        preprocessing = _preprocessing(model, config, input_size, resize)
+        preprocessing = _preprocessing(recipe, input_size, resize)
         generator = torch.Generator().manual_seed(0)
         inputs = {preprocessing.input_name: torch.rand(1, 3, *preprocessing.input_size, generator=generator)}
         card = ModelCard(

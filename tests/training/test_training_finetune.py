@@ -1,4 +1,4 @@
-"""Fine-tuning: load_pretrained, freeze and per-brick learning-rate multipliers."""
+"""Fine-tuning: load_finetune_weights, freeze and per-brick learning-rate multipliers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from brickzoo.training import (
     find_fitting_weights,
     fit,
     freeze,
-    load_pretrained,
+    load_finetune_weights,
     load_weights,
     param_groups,
 )
@@ -98,13 +98,13 @@ def test_frozen_bricks_do_not_change_during_fit() -> None:
     assert not torch.equal(before["head0.classify.model.weight"], after["head0.classify.model.weight"])
 
 
-def test_load_pretrained_reports_loaded_skipped_and_new_bricks(trained_run: tuple[Path, dict]) -> None:
+def test_load_finetune_weights_reports_loaded_skipped_and_new_bricks(trained_run: tuple[Path, dict]) -> None:
     run, trained = trained_run
     torch.manual_seed(1)
     collection = toy_collection(seed=1, num_classes=5)  # head0 now has 5 classes
     collection["head1"] = head_bricks(num_classes=3)  # and there is a new head
     fresh = weights(collection)
-    report = load_pretrained(collection, run)
+    report = load_finetune_weights(collection, run)
     assert report.loaded == ["backbone"]
     assert list(report.skipped) == ["head0/classify"] and "[5, 8]" in report.skipped["head0/classify"]
     assert report.missing == ["head1/classify"] and report.unexpected == []
@@ -115,24 +115,24 @@ def test_load_pretrained_reports_loaded_skipped_and_new_bricks(trained_run: tupl
     assert all(torch.equal(now[k], fresh[k]) for k in fresh if k.startswith(("head0.", "head1.")))
 
 
-def test_load_pretrained_takes_a_weight_folder_and_explains_failures(tmp_path: Path) -> None:
+def test_load_finetune_weights_takes_a_weight_folder_and_explains_failures(tmp_path: Path) -> None:
     source = toy_collection(seed=3)
     save_bricks(source, tmp_path / "weights")
     target = toy_collection(seed=4)
-    report = load_pretrained(target, tmp_path / "weights")
+    report = load_finetune_weights(target, tmp_path / "weights")
     assert report.loaded == ["backbone", "head0/classify"]
     assert all(torch.equal(a, b) for a, b in zip(weights(source).values(), weights(target).values(), strict=True))
     with pytest.raises(WeightsNotFoundError, match="expected a run folder .* or a per-brick weight folder"):
-        load_pretrained(target, tmp_path / "nowhere")
+        load_finetune_weights(target, tmp_path / "nowhere")
     other = BrickCollection({"elsewhere": head_bricks(3)})
     with pytest.raises(WeightsError, match="nothing in .* fits the collection"):
-        load_pretrained(other, tmp_path / "weights")
+        load_finetune_weights(other, tmp_path / "weights")
 
 
 def test_fine_tuning_a_new_head_leaves_the_other_head_bit_identical(trained_run: tuple[Path, dict]) -> None:
     run, _ = trained_run
     collection = toy_collection(seed=2)
-    load_pretrained(collection, run)
+    load_finetune_weights(collection, run)
     batch = next(iter(loader(16, seed=5, shuffle=False)))
     collection.eval()
     with torch.no_grad():

@@ -228,7 +228,8 @@ def test_publish_writes_a_plain_folder_whose_card_describes_every_file(entry_a: 
     assert card.metrics.dataset == "shapes val split (image_size=32, max_shapes=2, num_samples=4, seed=1)"
     timm_config = timm.data.resolve_data_config({}, model=timm.create_model("resnet10t", pretrained=False))
     pre = card.preprocessing
-    assert pre.input_size == [32, 32] and pre.resize == "stretch" and pre.input_name == "images"
+    assert config["data"]["transforms"]["eval"] == [{"letterbox": {"size": [32, 32]}}]  # the resolved eval pipeline
+    assert pre.input_size == [32, 32] and pre.resize == "letterbox" and pre.input_name == "images"
     assert pre.mean == pytest.approx(list(timm_config["mean"])) and pre.std == pytest.approx(list(timm_config["std"]))
     assert card.storage_dtype == "float32" and card.license == "MIT" and card.onnx_latency is None
     assert (
