@@ -1,4 +1,12 @@
-"""The ``brickzoo`` command: list, graph, train, evaluate, predict and export zoo configs.
+"""The ``brickzoo`` command: list, graph, train, evaluate, predict and export zoo configs; list, show,
+verify and publish prebuilt models (``brickzoo zoo ...``).
+
+Wherever a command takes a config it also takes a prebuilt model (``zoo:<name>``, an entry
+folder or its ``https://``/``file://`` URL): the entry's own config, and its weights when
+``--weights`` is not given. Wherever it takes ``--weights`` it also takes a prebuilt model:
+its weight folder, loaded like any other (strictly for evaluate, predict and export, what fits
+for a fine-tune). A fine-tune's run folder records the entry's card (``pretrained.json``),
+which also goes into the exported ONNX metadata (``pretrained``).
 
 User errors (a bad config, a missing file, wrong arguments) end with one ``brickzoo: error:``
 message and exit status 2, without a traceback; set ``BRICKZOO_DEBUG=1`` to see tracebacks.
@@ -15,6 +23,7 @@ import sys
 import textwrap
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,9 @@ from brickzoo.errors import UsageError
 
 EXAMPLES = """\
 examples:
+  brickzoo zoo list
+  brickzoo predict zoo:shapes_multitask photos/ --out predictions
+  brickzoo train shapes_count --weights zoo:shapes_multitask --freeze backbone
   brickzoo list
   brickzoo graph shapes_multitask
   brickzoo preview shapes_multitask --out preview.png
@@ -34,6 +46,13 @@ examples:
 """
 COMMAND_EXAMPLES = {
     "list": ["brickzoo list"],
+    "zoo": [
+        "brickzoo zoo list",
+        "brickzoo zoo list 'shapes*'",
+        "brickzoo zoo show shapes_multitask",
+        "brickzoo zoo verify shapes_multitask",
+        "brickzoo zoo publish runs/shapes_multitask --name my_shapes --out zoo --dtype float16",
+    ],
     "graph": ["brickzoo graph shapes_multitask", "brickzoo graph shapes_detection --groups MODEL"],
     "preview": [
         "brickzoo preview shapes_multitask --out preview.png",
@@ -43,10 +62,17 @@ COMMAND_EXAMPLES = {
         "brickzoo train shapes_multitask --out runs train.epochs=2 data.batch_size=16",
         "brickzoo train shapes_multitask --out runs --resume",
         "brickzoo train shapes_detection --weights runs/shapes_multitask --freeze backbone --freeze fpn",
+        "brickzoo train shapes_count --weights zoo:shapes_multitask --freeze backbone",
+        "brickzoo train zoo:shapes_multitask --out runs     # train a prebuilt model's config from scratch",
         "brickzoo train shapes_multitask --engine lightning --devices 2 --strategy ddp",
     ],
-    "evaluate": ["brickzoo evaluate shapes_multitask --weights runs/shapes_multitask --split val"],
+    "evaluate": [
+        "brickzoo evaluate shapes_multitask --weights runs/shapes_multitask --split val",
+        "brickzoo evaluate zoo:shapes_multitask",
+        "brickzoo evaluate my_entry/ --timeout 10",
+    ],
     "predict": [
+        "brickzoo predict zoo:shapes_multitask photo.jpg photos/ --out predictions",
         "brickzoo predict shapes_multitask photo.jpg photos/ 'more/*.png' --weights runs/shapes_multitask "
         "--out predictions",
         "brickzoo predict shapes_detection photos/ --weights runs/shapes_detection --out out --resize stretch "
@@ -54,11 +80,20 @@ COMMAND_EXAMPLES = {
     ],
     "export": [
         "brickzoo export shapes_multitask --weights runs/shapes_multitask --onnx model.onnx",
+        "brickzoo export zoo:shapes_multitask --onnx shapes.onnx",
         "brickzoo export shapes_multitask --weights runs/shapes_multitask --onnx detect.onnx "
         "--output detect/boxes --output detect/scores --fixed-size",
     ],
 }
 ALLOW_PARTIAL = "--allow-partial"
+CONFIG_HELP = (
+    "a config file, the name of one in zoo_configs/ (e.g. shapes_multitask), or a prebuilt model: zoo:<name>, "
+    "an entry folder or its https:// / file:// URL (its own config)"
+)
+WEIGHTS_HELP = (
+    "a run folder, a per-brick weight folder, or a prebuilt model: zoo:<name>, an entry folder or its "
+    "https:// / file:// URL (downloaded once into $BRICKZOO_HOME, every file checked against its sha256)"
+)
 PREDICT_BATCH_SIZE = 16
 LISTED_FILES = 30  # predict names every file it writes up to this many images, else counts them
 # environment variables through which launchers give a process its rank: torchrun, Lightning's
@@ -79,15 +114,29 @@ def _command(commands: Subparsers, name: str, help_text: str, config: bool = Tru
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if config:
-        sub.add_argument("config", help="a config file, or the name of one in zoo_configs/ (e.g. shapes_multitask)")
+        sub.add_argument("config", help=CONFIG_HELP)
         sub.add_argument(
             "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=3 data.batch_size=16"
         )
     return sub
 
 
+def _timeout_option(sub: argparse.ArgumentParser) -> None:
+    from brickzoo.zoo._download import DEFAULT_TIMEOUT
+
+    sub.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for a server when a prebuilt model is downloaded (default: {DEFAULT_TIMEOUT:g})",
+    )
+
+
 def _weights_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--weights", required=True, help="a run folder or a per-brick weight folder")
+    sub.add_argument(
+        "--weights", default=None, help=WEIGHTS_HELP + "; default for a prebuilt model's config: its weights"
+    )
+    _timeout_option(sub)
     sub.add_argument(
         ALLOW_PARTIAL,
         action="store_true",
@@ -101,7 +150,8 @@ def _add_train(commands: Subparsers) -> None:
     train.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
     train.add_argument("--name", default=None, help="run folder name (default: the config's name)")
     train.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint exactly")
-    train.add_argument("--weights", default=None, help="fine-tune: start from this run folder or weight folder")
+    train.add_argument("--weights", default=None, help="fine-tune: start from " + WEIGHTS_HELP)
+    _timeout_option(train)
     train.add_argument(
         "--freeze", action="append", default=[], metavar="PATTERN", help="a brick path pattern to freeze, repeatable"
     )
@@ -120,7 +170,7 @@ def _add_predict(commands: Subparsers) -> None:
         "statistics), a class-index mask PNG per segmentation head and each head's picture",
         config=False,
     )
-    predict.add_argument("config", help="a config file or name")
+    predict.add_argument("config", help=CONFIG_HELP)
     predict.add_argument(
         "images",
         nargs="+",
@@ -184,6 +234,32 @@ def _add_export_and_preview(commands: Subparsers) -> None:
     preview.add_argument("--epoch", type=int, default=0, help="draw the augmentations of this epoch (default: 0)")
 
 
+def _add_zoo(commands: Subparsers) -> None:
+    zoo = _command(
+        commands, "zoo", "prebuilt models: list them, show a card, verify an entry, publish a run folder", config=False
+    )
+    actions = zoo.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="the shipped prebuilt models as the zoo table")
+    listing.add_argument("filter", nargs="?", default=None, help="a name pattern, e.g. 'shapes*' (case-insensitive)")
+    show = actions.add_parser("show", help="a prebuilt model's card: heads, classes, metrics, files")
+    show.add_argument("name", help="zoo:<name>, a shipped name, an entry folder or its URL")
+    show.add_argument("--json", action="store_true", help="print card.json instead of the tables")
+    verify = actions.add_parser("verify", help="check every file's sha256 and that the weights fit the config")
+    verify.add_argument("name", help="zoo:<name>, a shipped name, an entry folder or its URL")
+    for sub in (show, verify):
+        _timeout_option(sub)
+    publish = actions.add_parser("publish", help="turn a training run folder into an entry folder with its card")
+    publish.add_argument("run", help="a run folder written by brickzoo train")
+    publish.add_argument("--name", required=True, help="the entry's name (letters, digits, _ . -)")
+    publish.add_argument("--out", required=True, help="the folder to write <name>/ in")
+    publish.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="weight storage")
+    publish.add_argument("--description", default=None, help="one line (default: the config's description)")
+    publish.add_argument("--license", default="MIT", help="the weights' licence, an SPDX identifier (default: MIT)")
+    publish.add_argument("--url", default=None, help="the folder URL the files will be hosted at")
+    publish.add_argument("--no-latency", action="store_true", help="skip the ONNX latency measurement")
+    publish.add_argument("--overwrite", action="store_true", help="replace an existing entry <out>/<name>")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brickzoo",
@@ -193,6 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _command(commands, "list", "list the zoo configs and everything the zoo offers", config=False)
+    _add_zoo(commands)
     graph = _command(commands, "graph", "print the mermaid graph of a config's model")
     graph.add_argument(
         "--groups",
@@ -205,6 +282,13 @@ def _parser() -> argparse.ArgumentParser:
     _weights_options(evaluate)
     evaluate.add_argument(
         "--split", choices=["train", "val", "test"], default=None, help="split (default: test or val)"
+    )
+    evaluate.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N images of the split (a prebuilt model's card holds the metrics of its first images)",
     )
     _add_predict(commands)
     _add_export_and_preview(commands)
@@ -262,25 +346,127 @@ def _graph(args: argparse.Namespace) -> int:
     from brickzoo import create_mermaid_dag_graph
     from brickzoo.zoo import build_recipe
 
-    recipe = build_recipe(args.config, args.overrides)
+    recipe = build_recipe(_source(args, weights_needed=False).config, args.overrides)
     print(create_mermaid_dag_graph(recipe.model, groups=set(args.groups) if args.groups else None), end="")
     return 0
 
 
-def _load(recipe: Any, args: argparse.Namespace) -> None:
-    """Load ``--weights`` for evaluate, predict and export: every brick, unless ``--allow-partial``."""
+# -- prebuilt models as configs and weights ----------------------------------------------------------
+@dataclass
+class _Source:
+    """What a command's config and ``--weights`` name, resolved.
+
+    Attributes:
+        config: what ``build_recipe`` reads: the config given, or a prebuilt entry's ``config.yaml``.
+        weights: the weight folder to load (a run folder, a weight folder, an entry's ``weights/``), or None.
+        label: how messages name the weights (as the user gave them).
+        entry: the prebuilt entry the weights come from, or None.
+        config_entry: the prebuilt entry whose config is used, or None.
+    """
+
+    config: str | Path
+    weights: str | Path | None
+    label: str | None
+    entry: Any = None
+    config_entry: Any = None
+
+
+def _is_entry(text: str | None) -> bool:
+    """Whether a config or ``--weights`` value names a prebuilt entry (zoo:<name>, URL, entry folder or card)."""
+    from brickzoo.zoo import is_pretrained_reference
+    from brickzoo.zoo._cards import CARD_FILE
+
+    if text is None:
+        return False
+    path = Path(text)
+    return is_pretrained_reference(text) or (path / CARD_FILE).is_file() or (path.name == CARD_FILE and path.is_file())
+
+
+def _find_entry(text: str, args: argparse.Namespace) -> Any:
+    from brickzoo.zoo import find_pretrained
+    from brickzoo.zoo._download import DEFAULT_TIMEOUT
+
+    timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
+    if timeout <= 0:
+        raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}")
+    return find_pretrained(text, timeout=timeout, progress=sys.stderr.isatty())
+
+
+def _source(args: argparse.Namespace, weights_needed: bool) -> _Source:
+    """Resolve ``args.config`` and ``args.weights``: prebuilt entries become their config file and weight folder."""
+    from brickzoo.zoo._cards import CONFIG_FILE
+
+    config_entry = _find_entry(args.config, args) if _is_entry(args.config) else None
+    config = config_entry.folder / CONFIG_FILE if config_entry is not None else args.config
+    given = getattr(args, "weights", None)
+    if given is None and config_entry is not None and weights_needed:
+        return _Source(config, config_entry.weights_dir, args.config, config_entry, config_entry)
+    if given is None:
+        if weights_needed:
+            raise UsageError(
+                "--weights is required (a run folder, a weight folder or a prebuilt model such as "
+                "zoo:shapes_multitask), unless the config is a prebuilt model, whose weights are used"
+            )
+        return _Source(config, None, None, None, config_entry)
+    if _is_entry(given):
+        entry = config_entry if given == args.config else _find_entry(given, args)
+        return _Source(config, entry.weights_dir, given, entry, config_entry)
+    return _Source(config, given, given, None, config_entry)
+
+
+def _load(recipe: Any, args: argparse.Namespace, source: _Source) -> None:
+    """Load the weights for evaluate, predict and export: every brick, unless ``--allow-partial``."""
+    from brickzoo.errors import WeightsError
     from brickzoo.training import load_weights
 
-    report = load_weights(recipe.model, args.weights, allow_partial=args.allow_partial, partial_option=ALLOW_PARTIAL)
+    label = source.label if source.entry is None else f"{source.label} ({source.weights})"
+    try:
+        report = load_weights(
+            recipe.model, source.weights, allow_partial=args.allow_partial, partial_option=ALLOW_PARTIAL
+        )
+    except WeightsError as exc:
+        if source.entry is None or source.config_entry is source.entry:
+            raise
+        raise type(exc)(
+            f"{exc}\nthe prebuilt model {source.label} was trained with its own config: pass {source.label} as the "
+            f"config (brickzoo {args.command} {source.label} ...) or fine-tune it into this one with "
+            f"brickzoo train {args.config} --weights {source.label}"
+        ) from None
     if report.partial or report.skipped or report.missing:
         kept = len(report.skipped) + len(report.missing)
         print(
-            f"loaded weights from {args.weights} in part ({ALLOW_PARTIAL}): {len(report.loaded)} bricks loaded, "
+            f"loaded weights from {label} in part ({ALLOW_PARTIAL}): {len(report.loaded)} bricks loaded, "
             f"{len(report.partial)} in part, {kept} keep their random initialisation:"
         )
         print(textwrap.indent(str(report), "  "))
     else:
-        print(f"loaded weights from {args.weights} (all {len(report.loaded)} bricks with weights)")
+        print(f"loaded weights from {label} (all {len(report.loaded)} bricks with weights)")
+
+
+def _pretrained_record(source: _Source, report: Any = None) -> dict[str, Any]:
+    """What a fine-tune's ``pretrained.json`` and an ONNX file's ``pretrained`` metadata hold about the entry."""
+    record = {"source": source.label, **source.entry.card.metadata()}
+    if report is not None:
+        record["loaded_bricks"] = {
+            "loaded": list(report.loaded),
+            "partial": sorted(report.partial),
+            "new": sorted([*report.missing, *report.skipped]),
+        }
+    return record
+
+
+def _run_pretrained_record(weights: str | Path | None) -> dict[str, Any] | None:
+    """The ``pretrained.json`` of a run folder given as ``--weights`` (a fine-tune of a prebuilt model), if any."""
+    from brickzoo.zoo._pretrained import PRETRAINED_RECORD_FILE
+
+    file = Path(weights) / PRETRAINED_RECORD_FILE if weights is not None else None
+    if file is None or not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{file}: not valid JSON ({exc}); expected the record of the prebuilt model") from None
+    return record if isinstance(record, dict) else None
 
 
 def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
@@ -304,8 +490,10 @@ def _is_global_zero() -> bool:
 def _train(args: argparse.Namespace) -> int:
     from brickzoo.training import freeze, load_finetune_weights, write_config
     from brickzoo.zoo import build_recipe
+    from brickzoo.zoo._pretrained import PRETRAINED_RECORD_FILE
 
-    recipe = build_recipe(args.config, args.overrides)
+    source = _source(args, weights_needed=False)
+    recipe = build_recipe(source.config, args.overrides)
     run_dir = Path(args.out) / (args.name or recipe.name)
     if not _is_global_zero():
         # a process that Lightning (or torchrun) started for another device: rank 0 owns the run folder
@@ -314,15 +502,19 @@ def _train(args: argparse.Namespace) -> int:
                 "the native engine trains in one process; for several processes use "
                 "--engine lightning --strategy ddp (Lightning starts the other processes itself)"
             )
-        if args.weights:
-            load_finetune_weights(recipe.model, args.weights)
+        if source.weights is not None:
+            load_finetune_weights(recipe.model, source.weights)
         freeze(recipe.model, list(args.freeze) + list(recipe.train_config.freeze))
         _fit(recipe, args, run_dir)
         return 0
     with _claim_run_folder(run_dir, args):
-        if args.weights:
-            report = load_finetune_weights(recipe.model, args.weights)
-            print(f"fine-tuning from {args.weights}:\n{textwrap.indent(str(report), '  ')}")
+        record = None
+        if source.weights is not None:
+            report = load_finetune_weights(recipe.model, source.weights)
+            _print_finetune_report(source, report)
+            record = _pretrained_record(source, report) if source.entry else _run_pretrained_record(source.weights)
+        if record is not None:
+            write_config(run_dir, record, filename=PRETRAINED_RECORD_FILE)
         patterns = list(args.freeze) + list(recipe.train_config.freeze)
         if patterns:
             print(f"frozen bricks: {', '.join(freeze(recipe.model, patterns))}")
@@ -330,12 +522,24 @@ def _train(args: argparse.Namespace) -> int:
         result_metrics = _fit(recipe, args, run_dir)
         _print_metrics("final metrics:", {k: v for k, v in result_metrics.items() if k.startswith("val/")})
         if not args.no_export and recipe.export_settings["enabled"]:
-            _export_and_check(recipe, run_dir / "model.onnx")
+            _export_and_check(recipe, run_dir / "model.onnx", pretrained=record)
     print(f"run folder: {run_dir}")
-    for name in ("metrics.jsonl", "final_metrics.json", "predictions.png", "loss_curves.png", "graph.md", "model.onnx"):
+    names = ("metrics.jsonl", "final_metrics.json", "predictions.png", "loss_curves.png", "graph.md", "model.onnx")
+    for name in (*names, PRETRAINED_RECORD_FILE):
         if (run_dir / name).exists():
             print(f"  {run_dir / name}")
     return 0
+
+
+def _print_finetune_report(source: _Source, report: Any) -> None:
+    """One line counting loaded, partly loaded and new bricks, then one line per brick."""
+    where = source.label if source.entry is None else f"{source.label} ({source.weights})"
+    new = [*report.missing, *report.skipped]
+    print(
+        f"fine-tuning from {where}: {len(report.loaded)} bricks loaded, {len(report.partial)} in part, "
+        f"{len(new)} new{': ' + ', '.join(new) if new else ''}"
+    )
+    print(textwrap.indent(str(report), "  "))
 
 
 @contextlib.contextmanager
@@ -395,12 +599,22 @@ def _fit(recipe: Any, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]
     return result.final_metrics
 
 
-def _export_and_check(recipe: Any, path: Path, outputs: Sequence[str] | None = None, fixed: bool = False) -> None:
-    """Export the recipe's model for deployment (:func:`brickzoo.zoo.export_onnx`) and print what was written."""
+def _export_and_check(
+    recipe: Any,
+    path: Path,
+    outputs: Sequence[str] | None = None,
+    fixed: bool = False,
+    pretrained: dict[str, Any] | None = None,
+) -> None:
+    """Export the recipe's model for deployment (:func:`brickzoo.zoo.export_onnx`) and print what was written.
+
+    ``pretrained`` (the prebuilt model it started from) goes into the metadata as ``pretrained``.
+    """
     from brickzoo.zoo import export_onnx
 
     recipe.model.cpu().eval()
-    result = export_onnx(recipe, path, outputs=outputs, dynamic_image_size=not fixed)
+    extra = {"pretrained": pretrained} if pretrained is not None else None
+    result = export_onnx(recipe, path, outputs=outputs, dynamic_image_size=not fixed, extra_metadata=extra)
     print(result.describe())
 
 
@@ -408,13 +622,63 @@ def _evaluate(args: argparse.Namespace) -> int:
     from brickzoo.training import evaluate
     from brickzoo.zoo import build_recipe
 
-    recipe = build_recipe(args.config, args.overrides)
-    _load(recipe, args)
+    if args.samples is not None and args.samples < 1:
+        raise UsageError(f"--samples must be 1 or more, got {args.samples}")
+    source = _source(args, weights_needed=True)
+    recipe = build_recipe(source.config, args.overrides)
+    _load(recipe, args, source)
     split = args.split or recipe.evaluation_split()
-    metrics = evaluate(recipe.model, recipe.loader(split, shuffle=False), device=recipe.train_config.device)
-    _print_metrics(f"{split} metrics:", metrics)
+    loader = recipe.loader(split, shuffle=False)
+    if args.samples is not None:
+        loader = _first_samples(recipe, split, args.samples)
+    metrics = evaluate(recipe.model, loader, device=recipe.train_config.device)
+    count = len(loader.dataset)  # type: ignore[arg-type]
+    _print_metrics(f"{split} metrics ({count} images):", metrics)
+    if source.entry is not None and source.entry is source.config_entry:
+        _compare_with_card(source.entry.card, recipe, split, metrics, args.samples)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=None))
     return 0
+
+
+def _first_samples(recipe: Any, split: str, count: int) -> Any:
+    """A loader over the first ``count`` samples of a split, in order (``evaluate --samples``)."""
+    from torch.utils.data import Subset
+
+    from brickzoo.data import make_loader
+
+    dataset = recipe.datasets[split]
+    subset = Subset(dataset, range(min(count, len(dataset))))
+    return make_loader(subset, batch_size=recipe.eval_batch_size, shuffle=False, seed=recipe.train_config.seed)
+
+
+def _compare_with_card(card: Any, recipe: Any, split: str, metrics: dict[str, Any], samples: int | None) -> None:
+    """Print the card's metrics beside the measured ones when they were measured on these very images.
+
+    Those are the card's held-out split (all of it), or its first ``metrics.subset.num_samples`` images.
+    """
+    from brickzoo.zoo._pretrained import card_metric_values, describe_split
+
+    measured_on = describe_split(recipe.config, split)
+    subset = card.metrics.subset
+    if measured_on != card.metrics.dataset:
+        print(f"(the card's metrics are on {card.metrics.dataset}, not on {measured_on}: not compared)")
+        return
+    if samples is None or samples >= len(recipe.datasets[split]):
+        expected_values, what = card.metrics.values, card.metrics.dataset
+    elif subset is not None and samples == subset.num_samples:
+        expected_values, what = subset.values, f"the first {samples} images of {card.metrics.dataset}"
+    else:
+        told = f"all of it or its first {subset.num_samples}" if subset is not None else "all of it"
+        print(f"(the card holds metrics of {card.metrics.dataset}, {told}; not of its first {samples} images)")
+        return
+    print(f"the card of {card.name} on {what} ({card.metrics.weights}):")
+    measured = card_metric_values(metrics)
+    for name, expected in expected_values.items():
+        got = measured.get(name)
+        if expected is None or got is None:
+            print(f"  {name:<40} card {expected}, measured {got}")
+            continue
+        print(f"  {name:<40} card {expected:.4f}, measured {got:.4f} (difference {got - expected:+.4f})")
 
 
 # -- predict ------------------------------------------------------------------------------------------
@@ -538,8 +802,9 @@ def _predict(args: argparse.Namespace) -> int:
             raise UsageError(f"{option} must be 1 or more, got {value}")
     images = _image_files(args.images)
     out = check_output_folder(args.out, "--out")
-    recipe = build_recipe(args.config, args.overrides, with_data=False)  # the model and its eval pipeline only
-    _load(recipe, args)
+    source = _source(args, weights_needed=True)
+    recipe = build_recipe(source.config, args.overrides, with_data=False)  # the model and its eval pipeline only
+    _load(recipe, args, source)
     options = {"resize": args.resize} if args.resize else {}
     predictor = Predictor.from_recipe(recipe, batch_size=args.batch_size, top_k=args.top_k, device="cpu", **options)
     recipe.model.cpu()
@@ -575,10 +840,12 @@ def _export(args: argparse.Namespace) -> int:
         )
     what = f"--onnx {onnx_path}: folder"
     check_output_folder(onnx_path.parent, what)
-    recipe = build_recipe(args.config, args.overrides)
-    _load(recipe, args)
+    source = _source(args, weights_needed=True)
+    recipe = build_recipe(source.config, args.overrides)
+    _load(recipe, args, source)
+    record = _pretrained_record(source) if source.entry is not None else _run_pretrained_record(source.weights)
     make_output_folder(onnx_path.parent, what)
-    _export_and_check(recipe, onnx_path, outputs=args.outputs, fixed=args.fixed_size)
+    _export_and_check(recipe, onnx_path, outputs=args.outputs, fixed=args.fixed_size, pretrained=record)
     return 0
 
 
@@ -619,7 +886,7 @@ def _preview(args: argparse.Namespace) -> int:
         if value < least:
             raise UsageError(f"{option} must be {least} or more, got {value}")
     check_output_folder(target.parent, f"--out {target}: folder")
-    recipe = build_recipe(args.config, args.overrides)
+    recipe = build_recipe(_source(args, weights_needed=False).config, args.overrides)
     dataset = _preview_dataset(recipe, args.split, args.epoch)
     count = min(args.count, len(dataset))
     if count == 0:
@@ -636,8 +903,80 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- zoo: prebuilt models --------------------------------------------------------------------------------
+def _zoo(args: argparse.Namespace) -> int:
+    return int(ZOO_ACTIONS[args.zoo_command](args) or 0)
+
+
+def _zoo_list(args: argparse.Namespace) -> int:
+    from brickzoo.zoo import cards_table, pretrained_cards
+    from brickzoo.zoo._pretrained import shipped_dir
+
+    cards = pretrained_cards(args.filter)
+    if not cards:
+        known = list(pretrained_cards())
+        what = f"matches {args.filter!r}" if args.filter else "is shipped"
+        print(f"no prebuilt model {what}; shipped: {known or 'none'}")
+        return 0
+    print(f"prebuilt models shipped in {shipped_dir()} (metrics on each card's held-out set):\n")
+    print(cards_table(cards.values()))
+    print("\nuse one: brickzoo predict zoo:<name> IMAGES --out DIR; its card: brickzoo zoo show <name>")
+    return 0
+
+
+def _zoo_show(args: argparse.Namespace) -> int:
+    from brickzoo.zoo._cards import card_markdown
+
+    entry = _find_entry(args.name, args)
+    if args.json:
+        print(json.dumps(entry.card.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    text = card_markdown(entry.card).split("## Use")[0]
+    print(text.split("---\n", 2)[2].strip() if text.startswith("---\n") else text.strip())  # no front matter
+    print(f"\nentry folder: {entry.folder}")
+    print(f"weights:      --weights zoo:{entry.name} (or {entry.weights_dir})")
+    return 0
+
+
+def _zoo_verify(args: argparse.Namespace) -> int:
+    from brickzoo.zoo import verify_pretrained
+    from brickzoo.zoo._download import DEFAULT_TIMEOUT
+
+    hashes = verify_pretrained(args.name, timeout=getattr(args, "timeout", DEFAULT_TIMEOUT), progress=False)
+    for relative, digest in hashes.items():
+        print(f"  ok  {digest}  {relative}")
+    print(f"{args.name}: {len(hashes)} files match their sha256 in the card, and every brick loads its weights")
+    return 0
+
+
+def _zoo_publish(args: argparse.Namespace) -> int:
+    from brickzoo.zoo import publish_pretrained
+
+    entry = publish_pretrained(
+        args.run,
+        args.name,
+        args.out,
+        description=args.description,
+        license=args.license,
+        dtype=args.dtype,
+        url=args.url,
+        measure_latency=not args.no_latency,
+        overwrite=args.overwrite,
+    )
+    card = entry.card
+    print(f"published {entry.folder}: {len(card.files)} files, weights {card.file_size_mb} MB ({card.storage_dtype})")
+    print(f"  metrics on {card.metrics.dataset} ({card.metrics.weights}):")
+    for name, value in card.metrics.values.items():
+        print(f"    {name:<38} {'n/a' if value is None else f'{value:.4f}'}")
+    print(f"load it: brickzoo evaluate {entry.folder}   or   load_pretrained({str(entry.folder)!r})")
+    return 0
+
+
+ZOO_ACTIONS = {"list": _zoo_list, "show": _zoo_show, "verify": _zoo_verify, "publish": _zoo_publish}
+
 COMMANDS = {
     "list": _list,
+    "zoo": _zoo,
     "graph": _graph,
     "train": _train,
     "evaluate": _evaluate,

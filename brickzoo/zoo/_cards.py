@@ -47,6 +47,12 @@ WEIGHTS_DIR = "weights"
 CARD_FORMAT = "brickzoo-model-card"
 CARD_FORMAT_VERSION = 1
 RESIZE_MODES = ("letterbox", "stretch")
+HEADLINE_METRICS: dict[str | None, tuple[str, ...]] = {
+    "classification": ("accuracy",),
+    "segmentation": ("miou",),
+    "detection": ("map", "map_50"),
+}
+"""The metrics of each task the zoo table shows (the card holds every metric)."""
 STORAGE_DTYPES = ("float32", "float16")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -94,20 +100,36 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class SubsetMetrics:
+    """The same metrics on the first images of the held-out set: a check quick enough for a test suite.
+
+    Attributes:
+        num_samples: how many images, taken in order from the start of the held-out set.
+        values: metric name -> value on exactly those images, measured like the full set's.
+    """
+
+    num_samples: int
+    values: dict[str, float | None]
+
+
+@dataclass(frozen=True)
 class CardMetrics:
     """Metrics on a named held-out set.
 
     Attributes:
-        dataset: the held-out set, precise enough to rebuild it (``"shapes val split
-            (num_samples=512, seed=777, image_size=64)"``).
+        dataset: the held-out set, precise enough to rebuild it (``"shapes test split
+            (image_size=64, max_shapes=3, num_samples=512, seed=200000)"``).
         values: metric name -> value (``"classify/accuracy": 0.93``); None for a non-finite value.
         weights: which weights were measured (``"stored weights"`` or ``"float32 weights of the
             training run"`` when the stored ones were rounded afterwards).
+        subset: the metrics of the first :attr:`SubsetMetrics.num_samples` images of ``dataset``
+            (what the test suite recomputes), or None.
     """
 
     dataset: str
     values: dict[str, float | None]
     weights: str
+    subset: SubsetMetrics | None = None
 
 
 @dataclass(frozen=True)
@@ -205,16 +227,30 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready mapping written to ``card.json`` (format tags first, ``file_size_mb`` derived)."""
         data = dataclasses.asdict(self)
+        if data["metrics"]["subset"] is None:
+            del data["metrics"]["subset"]  # optional: a card without one reads back as written
         data["file_size_mb"] = self.file_size_mb
         return {"format": CARD_FORMAT, "format_version": CARD_FORMAT_VERSION, **data}
 
     def metadata(self) -> dict[str, Any]:
-        """What travels with the model into an ONNX file or a fine-tuning run: name, heads, preprocessing, metrics."""
+        """What travels with the model into a fine-tuning run (``pretrained.json``) and its ONNX metadata.
+
+        The entry's name and description, its heads' class names, its preprocessing, its
+        metrics (held-out set, values, which weights), storage, provenance and licence: JSON types.
+        """
+        metrics = dataclasses.asdict(self.metrics)
+        metrics.pop("subset", None)
         return {
-            "pretrained": self.name,
+            "name": self.name,
+            "description": self.description,
             "class_names": self.class_names,
+            "metrics": metrics,
             "preprocessing": dataclasses.asdict(self.preprocessing),
-            "pretrained_metrics": dataclasses.asdict(self.metrics),
+            "storage_dtype": self.storage_dtype,
+            "versions": dict(self.versions),
+            "date": self.date,
+            "license": self.license,
+            "url": self.url,
         }
 
 
@@ -313,6 +349,12 @@ def _value_problems(card: ModelCard, file_size_mb: Any) -> list[str]:
     if CONFIG_FILE not in card.files or not card.weight_files:
         problems.append(
             f"files: expected {CONFIG_FILE} and the weight files under {WEIGHTS_DIR}/, got {sorted(card.files)}"
+        )
+    subset = card.metrics.subset
+    if subset is not None and (subset.num_samples < 1 or sorted(subset.values) != sorted(card.metrics.values)):
+        problems.append(
+            f"metrics.subset: expected num_samples >= 1 and the metrics of metrics.values "
+            f"{sorted(card.metrics.values)}, got {subset.num_samples} samples and {sorted(subset.values)}"
         )
     if file_size_mb != card.file_size_mb:
         problems.append(f"file_size_mb: {file_size_mb!r}, but the weight files listed sum to {card.file_size_mb} MB")
@@ -570,8 +612,16 @@ def card_markdown(card: ModelCard) -> str:
     lines = ["---", "library_name: brickzoo", f"license: {card.license.lower()}", f"tags: [{', '.join(tags)}]", "---"]
     lines += [f"# {card.name}", "", card.description, "", "| head | task | classes |", "|---|---|---|"]
     lines += [f"| {n} | {h.task or h.factory} | {', '.join(h.class_names)} |" for n, h in card.heads.items()]
-    lines += ["", f"## Metrics on {card.metrics.dataset} ({card.metrics.weights})", "", "| metric | value |"]
-    lines += ["|---|---|", *(f"| {k} | {_number(v, 4)} |" for k, v in card.metrics.values.items())]
+    lines += ["", f"## Metrics on {card.metrics.dataset} ({card.metrics.weights})", ""]
+    subset = card.metrics.subset
+    if subset is None:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_number(v, 4)} |" for k, v in card.metrics.values.items()]
+    else:
+        lines += [f"| metric | value | first {subset.num_samples} images |", "|---|---|---|"]
+        lines += [
+            f"| {k} | {_number(v, 4)} | {_number(subset.values.get(k), 4)} |" for k, v in card.metrics.values.items()
+        ]
     ms = "not measured" if latency is None else f"{latency.milliseconds:.2f} ms ({latency.runtime}; {latency.machine})"
     details = {
         "input": f"`{pre.input_name}` RGB {pre.input_size[0]}x{pre.input_size[1]}, resize: {pre.resize}",
@@ -591,8 +641,34 @@ def card_markdown(card: ModelCard) -> str:
     return "\n".join(lines)
 
 
+def headline_metrics(card: ModelCard) -> dict[str, float | None]:
+    """``{"<head>/<metric>": value}`` of the :data:`HEADLINE_METRICS` of each head's task that the card holds.
+
+    A head of another factory shows all its metrics.
+    """
+    shown: dict[str, float | None] = {}
+    for name, head in card.heads.items():
+        wanted = HEADLINE_METRICS.get(head.task)
+        for key, value in card.metrics.values.items():
+            head_name, _, metric = key.rpartition("/")
+            if head_name == name and (wanted is None or metric in wanted):
+                shown[key] = value
+    return shown
+
+
+def _backbone(config: Mapping[str, Any]) -> str:
+    backbone = (config.get("model") or {}).get("backbone") or {}
+    levels = backbone.get("out_indices")
+    suffix = f" (levels {', '.join(str(v) for v in levels)})" if isinstance(levels, list) else ""
+    return f"{backbone.get('name', '?')}{suffix}"
+
+
 def cards_table(cards: Iterable[ModelCard]) -> str:
     """The zoo table (name, heads, backbone, input size, metrics, params, GFLOPs, ONNX ms, MB) in markdown.
+
+    Heads are ``name (task, classes)``; metrics are each head's :data:`HEADLINE_METRICS` on the
+    card's held-out set; params in millions; GFLOPs at batch 1 and the input size; ONNX ms the
+    median latency at batch 1 on the machine that built the entry; MB the weight files.
 
     Example:
         >>> print(cards_table([]))
@@ -605,10 +681,10 @@ def cards_table(cards: Iterable[ModelCard]) -> str:
     ]
     for card in cards:
         heads = ", ".join(f"{n} ({h.task or h.factory}, {h.num_classes})" for n, h in card.heads.items())
-        backbone = ((card.config.get("model") or {}).get("backbone") or {}).get("name", "?")
         size = "x".join(str(v) for v in card.preprocessing.input_size)
-        metrics = ", ".join(f"{k} {_number(v)}" for k, v in card.metrics.values.items())
+        metrics = ", ".join(f"{k} {_number(v)}" for k, v in headline_metrics(card).items())
         ms = "n/a" if card.onnx_latency is None else f"{card.onnx_latency.milliseconds:.2f}"
-        row = [card.name, heads, backbone, size, metrics, f"{card.num_params / 1e6:.2f}", _number(card.gflops)]
-        lines.append("| " + " | ".join([*row, ms, f"{card.file_size_mb:.2f}"]) + " |")
+        row = [f"`{card.name}`", heads, _backbone(card.config), size, metrics]
+        row += [f"{card.num_params / 1e6:.2f}", _number(card.gflops), ms, f"{card.file_size_mb:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

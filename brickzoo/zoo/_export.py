@@ -54,6 +54,8 @@ METADATA_KEYS: dict[str, str] = {
     "class_names": "{head: [class names]}",
     "heads": "{head: {task, outputs: {result: tensor name}}}",
     "outputs": "{output name: dtype, shape and meaning}",
+    "pretrained": "only for a model that started from a prebuilt zoo entry: the entry's name, source, class "
+    "names, metrics on its held-out set, preprocessing, provenance, licence and the bricks loaded from it",
 }
 """The metadata keys :func:`export_onnx` writes (values: strings, JSON for lists and dicts) and what each holds."""
 
@@ -337,6 +339,7 @@ def export_onnx(
     batch_size: int | None = None,
     check_batch_size: int | None = None,
     opset_version: int | None = None,
+    extra_metadata: Mapping[str, Any] | None = None,
 ) -> ZooExport:
     """Export a zoo model to ONNX for deployment: head results out, the model's contract in the metadata.
 
@@ -366,12 +369,16 @@ def export_onnx(
         batch_size: images traced (default 2).
         check_batch_size: images of the parity check at the export size (default 3).
         opset_version: the ONNX opset (the exporter's default if None).
+        extra_metadata: more metadata keys, e.g. ``{"pretrained": ...}`` (the prebuilt entry the
+            model started from, see :meth:`~brickzoo.zoo.ModelCard.metadata`); a key the export
+            writes itself is refused.
 
     Returns:
         A :class:`ZooExport` (``describe()`` gives what ``brickzoo export`` prints).
 
     Raises:
-        ExportError: the model cannot be exported at all, or ``outputs`` names tensors it does not write.
+        ExportError: the model cannot be exported at all, ``outputs`` names tensors it does not write, or
+            ``extra_metadata`` repeats a key the export writes.
 
     Example:
         >>> from brickzoo.zoo import build_recipe, export_onnx
@@ -399,6 +406,10 @@ def export_onnx(
         chosen,
         settings.get("eval_transforms") if resize is None else None,
     )
+    clashes = sorted(set(extra_metadata or {}) & (set(metadata) | {"dynamic_image_size", "fixed_size_reason"}))
+    if clashes:
+        raise ExportError(f"export_onnx: extra_metadata keys {clashes} are written by the export itself; rename them")
+    metadata.update(extra_metadata or {})
     batches = (batch_size or settings.get("batch_size", 2), check_batch_size or settings.get("check_batch_size", 3))
     images = _images(metadata["input_name"], size, max(batches), example_images, settings.get("example_images"))
     pair = (images[: batches[0]], images[: batches[1]])

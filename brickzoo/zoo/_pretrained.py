@@ -37,6 +37,7 @@ import difflib
 import fnmatch
 import hashlib
 import json
+import math
 import shutil
 import urllib.parse
 import warnings
@@ -84,6 +85,8 @@ if TYPE_CHECKING:
 
 SHIPPED_PACKAGE = "brickzoo.zoo.pretrained"
 ZOO_PREFIX = "zoo:"
+PRETRAINED_RECORD_FILE = "pretrained.json"
+"""Written into the run folder of a fine-tune of a prebuilt model: the entry's card metadata and what was loaded."""
 CACHE_SUBDIR = "pretrained"
 
 
@@ -500,6 +503,48 @@ def verify_pretrained(source: str | Path, *, timeout: float = DEFAULT_TIMEOUT, p
     return {relative: record.sha256 for relative, record in sorted(entry.card.files.items())}
 
 
+def evaluate_pretrained(
+    pretrained: Pretrained, split: str | None = None, num_samples: int | None = None, device: str = "cpu"
+) -> dict[str, Any]:
+    """Evaluate a loaded prebuilt model on a split of its own config's data, as its card's metrics were measured.
+
+    The split goes through the config's eval pipeline (letterbox or resize to the input size)
+    and :func:`brickzoo.training.evaluate` (stage TEST) in batches of ``data.eval_batch_size``.
+
+    Args:
+        pretrained: what :func:`load_pretrained` returned.
+        split: ``train``, ``val`` or ``test``; by default the test split if the config has one, else val.
+        num_samples: only the first N images of the split (the card's ``metrics.subset``).
+        device: where to run.
+
+    Returns:
+        What :func:`brickzoo.training.evaluate` returns (losses, ``<head>/<metric>`` values,
+        confusion matrices); :func:`card_metric_values` keeps what a card holds.
+
+    Raises:
+        ConfigError: no such split, or ``num_samples`` below 1.
+    """
+    from torch.utils.data import Subset
+
+    from brickzoo.data import make_loader
+    from brickzoo.training import evaluate
+    from brickzoo.zoo._recipe import build_recipe
+
+    recipe = build_recipe(pretrained.config)  # the datasets; the model evaluated is pretrained.model
+    split = split or recipe.evaluation_split()
+    if split not in recipe.datasets:
+        raise ConfigError(
+            f"{pretrained.entry.folder}: its config has no {split!r} split (have {sorted(recipe.datasets)})"
+        )
+    dataset = recipe.datasets[split]
+    if num_samples is not None:
+        if num_samples < 1:
+            raise ConfigError(f"evaluate_pretrained: num_samples must be 1 or more, got {num_samples}")
+        dataset = Subset(dataset, range(min(num_samples, len(dataset))))  # type: ignore[arg-type]
+    loader = make_loader(dataset, batch_size=recipe.eval_batch_size, shuffle=False, seed=recipe.train_config.seed)
+    return evaluate(pretrained.model, loader, device=device)
+
+
 # -- publishing a training run ----------------------------------------------------------------------------
 RUN_CONFIG_FILE = "config.json"
 RUN_FINAL_METRICS_FILE = "final_metrics.json"
@@ -631,28 +676,49 @@ def describe_split(config: Mapping[str, Any], split: str) -> str:
     return f"{data['dataset']} {split} split ({listed})"
 
 
+def card_metric_values(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float | None]:
+    """The metrics a card holds: ``<head>/<metric>`` scalars (None for non-finite), losses and lists left out.
+
+    Args:
+        metrics: what :func:`brickzoo.training.evaluate` returns, or a run's ``final_metrics.json``.
+        prefix: only keys starting with it, which is removed (``"val/"`` for a run's metrics).
+
+    >>> card_metric_values({"val/classify/accuracy": 0.5, "val/classify/loss": 1.2, "val/loss": 1.2}, "val/")
+    {'classify/accuracy': 0.5}
+    """
+    values: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        if not key.startswith(prefix) or "/" not in key[len(prefix) :]:
+            continue
+        name = key[len(prefix) :]
+        if name.rsplit("/", 1)[1].startswith("loss") or isinstance(value, bool):
+            continue
+        if value is None or isinstance(value, (int, float)):
+            number = None if value is None else float(value)
+            values[name] = number if number is not None and math.isfinite(number) else None
+    return values
+
+
 def _card_metrics(
-    run: Path, config: Mapping[str, Any], metrics: Mapping[str, Any] | None, dataset: str | None, dtype: str
+    run: Path,
+    config: Mapping[str, Any],
+    measured: tuple[Mapping[str, Any] | None, str | None, tuple[int, Mapping[str, Any]] | None],
+    dtype: str,
 ) -> Any:
     """The card's metrics: the ones given (measured on the stored weights), or the run's validation metrics."""
-    from brickzoo.zoo._cards import CardMetrics
+    from brickzoo.zoo._cards import CardMetrics, SubsetMetrics
 
+    metrics, dataset, subset = measured
     if metrics is not None:
         if not dataset:
             raise ConfigError("publish: metrics given without metrics_dataset, the held-out set they were measured on")
-        return CardMetrics(
-            dataset, {str(k): None if v is None else float(v) for k, v in metrics.items()}, "stored weights"
-        )
+        part = None if subset is None else SubsetMetrics(int(subset[0]), card_metric_values(subset[1]))
+        return CardMetrics(dataset, card_metric_values(metrics), "stored weights", part)
+    if subset is not None:
+        raise ConfigError("publish: metrics_subset given without metrics, the full held-out set's values")
     file = run / RUN_FINAL_METRICS_FILE
     final = _read_json(file, "the run's final metrics") if file.is_file() else {}
-    values = {
-        key[len("val/") :]: None if value is None else float(value)
-        for key, value in final.items()
-        if key.startswith("val/")
-        and key.count("/") >= 2
-        and not key.rsplit("/", 1)[1].startswith("loss")
-        and (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)))
-    }
+    values = card_metric_values(final, "val/")
     if not values:
         raise ConfigError(
             f"publish: {file} holds no validation metrics (val/<head>/<metric>); pass metrics= and metrics_dataset="
@@ -723,6 +789,7 @@ def publish_pretrained(
     dtype: str = "float32",
     metrics: Mapping[str, Any] | None = None,
     metrics_dataset: str | None = None,
+    metrics_subset: tuple[int, Mapping[str, Any]] | None = None,
     url: str | None = None,
     measure_latency: bool = True,
     overwrite: bool = False,
@@ -750,6 +817,8 @@ def publish_pretrained(
         metrics: metric values measured on the stored entry; the run's last validation
             metrics (``final_metrics.json``) by default.
         metrics_dataset: the held-out set of ``metrics``; the config's validation split by default.
+        metrics_subset: ``(N, metrics)`` measured like ``metrics`` on the first N images of the
+            held-out set (what a test suite can recompute quickly); needs ``metrics``.
         url: where the files will be hosted, written into the card.
         measure_latency: export to ONNX and time it at batch 1 (a few seconds).
         overwrite: replace an existing entry folder ``<out_dir>/<name>``.
@@ -800,7 +869,7 @@ def publish_pretrained(
             heads=heads_of_config(config, str(run / RUN_CONFIG_FILE)),
             config=config,
             preprocessing=preprocessing,
-            metrics=_card_metrics(run, config, metrics, metrics_dataset, dtype),
+            metrics=_card_metrics(run, config, (metrics, metrics_dataset, metrics_subset), dtype),
             num_params=count_parameters(model),
             gflops=count_gflops(model, inputs),
             onnx_latency=measure_onnx_latency(model, inputs) if measure_latency else None,

@@ -203,12 +203,13 @@ def test_predict_refuses_unreadable_images(
 
 def test_console_script_help_and_usage_errors() -> None:
     script = Path(sys.executable).with_name("brickzoo")
-    for command in ([], ["train"], ["evaluate"], ["predict"], ["export"], ["graph"], ["list"], ["preview"]):
+    for command in ([], ["train"], ["evaluate"], ["predict"], ["export"], ["graph"], ["list"], ["preview"], ["zoo"]):
         result = subprocess.run([str(script), *command, "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "usage: brickzoo" in result.stdout
         assert f"examples:\n  brickzoo {command[0] if command else ''}" in result.stdout, result.stdout
     result = subprocess.run([str(script), "evaluate", "shapes_multitask"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "the following arguments are required: --weights" in result.stderr
+    assert result.returncode == 2 and "--weights is required" in result.stderr
+    assert "unless the config is a prebuilt model" in result.stderr
     result = subprocess.run([str(script), "fly"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "invalid choice: 'fly'" in result.stderr
 

@@ -177,9 +177,27 @@ def test_markdown_and_table_show_the_card() -> None:
     table = cards_table([card]).splitlines()
     assert table[0].startswith("| name | heads | backbone | input |")
     row = table[2]
-    assert row.startswith("| pets | classify (classification, 2) | timm:resnet10t | 32x32 |")
-    assert "classify/accuracy 0.750" in row and "x/nan n/a" in row
+    assert row.startswith("| `pets` | classify (classification, 2) | timm:resnet10t (levels 1, 2) | 32x32 |")
+    assert "| classify/accuracy 0.750 |" in row and "x/nan" not in row  # each head's headline metrics only
     assert row.endswith("| 0.00 | 0.012 | 1.50 | 1.50 |")  # 1234 params = 0.00 M, GFLOPs, ms, MB
+
+
+def with_subset(data: dict[str, Any], count: int, values: dict[str, Any]) -> dict[str, Any]:
+    data["metrics"]["subset"] = {"num_samples": count, "values": values}
+    return data
+
+
+def test_the_metrics_of_the_first_images_read_back_and_show_in_the_markdown() -> None:
+    data = with_subset(card_dict(), 16, {"classify/accuracy": 0.8125, "x/nan": None})
+    card = card_from_dict(data)
+    assert card.to_dict() == data
+    assert card.metrics.subset is not None and card.metrics.subset.num_samples == 16
+    readme = card_markdown(card)
+    assert "| metric | value | first 16 images |" in readme and "| classify/accuracy | 0.7500 | 0.8125 |" in readme
+    assert "subset" not in json.dumps(card.metadata()) and card.metadata()["metrics"]["values"]["x/nan"] is None
+    message = problems(with_subset(card_dict(), 0, {"classify/accuracy": 0.5}))
+    assert "metrics.subset: expected num_samples >= 1 and the metrics of metrics.values" in message
+    assert "got 0 samples and ['classify/accuracy']" in message
 
 
 def test_gflops_are_counted_like_a_hand_computation() -> None:

@@ -93,7 +93,7 @@ def test_the_outputs_are_the_heads_results(exported) -> None:
 def test_the_contract_travels_as_metadata(exported) -> None:
     _, result = exported
     metadata = _metadata(result.path)
-    assert set(metadata) == set(METADATA_KEYS) - {"fixed_size_reason"}
+    assert set(metadata) == set(METADATA_KEYS) - {"fixed_size_reason", "pretrained"}  # pretrained: fine-tunes only
     assert metadata["brickzoo_version"] == brickzoo.__version__ and metadata["config"] == "tiny"
     assert (metadata["input_name"], metadata["input_dtype"], metadata["input_layout"]) == ("images", "float32", "NCHW")
     assert metadata["input_channels"] == "RGB" and metadata["input_range"] == [0.0, 1.0]
