@@ -87,6 +87,9 @@ class ShapesDataset(NamedDataset):
       in drawing order (back to front).
     - ``instances (Tensor[H, W])`` int64, only with ``return_instances=True``: 0 where no kept
       shape is visible, ``i + 1`` on the visible pixels of ``boxes[i]``.
+    - ``num_shapes (Tensor[])`` int64, only with ``return_counts=True``: how many shapes the image
+      holds, counting those with a box (``M``, from 1 to ``max_shapes``): a classification target
+      with ``max_shapes + 1`` classes.
 
     Args:
         num_samples: length of the dataset.
@@ -103,6 +106,7 @@ class ShapesDataset(NamedDataset):
         noise_range: range of the standard deviation of the (uniform) pixel noise; each image
             draws its own from this range.
         return_instances: add the ``"instances"`` map to each sample.
+        return_counts: add ``"num_shapes"``, the number of shapes with a box, to each sample.
 
     Attributes:
         class_names: the shape kinds (the classes of classification and detection).
@@ -132,6 +136,7 @@ class ShapesDataset(NamedDataset):
         min_visible_pixels: int | None = None,
         noise_range: tuple[float, float] = (0.01, 0.06),
         return_instances: bool = False,
+        return_counts: bool = False,
     ) -> None:
         owner = "ShapesDataset"
         if seed < 0:
@@ -172,6 +177,7 @@ class ShapesDataset(NamedDataset):
             )
         self.noise_range = (float(noise_range[0]), float(noise_range[1]))
         self.return_instances = bool(return_instances)
+        self.return_counts = bool(return_counts)
         self.class_names = list(self.shape_names)
         self.tasks = {
             "classification": list(self.class_names),
@@ -235,6 +241,8 @@ class ShapesDataset(NamedDataset):
         }
         if self.return_instances:
             sample["instances"] = torch.from_numpy(visible)
+        if self.return_counts:
+            sample["num_shapes"] = torch.tensor(len(kept_ids), dtype=torch.int64)
         return sample
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
