@@ -1,5 +1,6 @@
-# The two commands of the README: `make demo` (the main job) and `make test` (the whole suite).
-# Both create .venv and install the project into it when it is missing or older than pyproject.toml
+# The two commands of the README: `make demo` (the main job, from the prebuilt models) and `make test` (the
+# whole suite); `make zoo` trains the prebuilt models shipped in brickzoo/zoo/pretrained/ again from scratch.
+# Each creates .venv and installs the project into it when it is missing or older than pyproject.toml
 # or setup.py (the editable install maps the package brickzoo.zoo_configs onto zoo_configs/).
 
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.brickzoo-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo zoo test lint bench clean
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ $(STAMP): pyproject.toml setup.py
 
 demo: $(STAMP)
 	$(BIN)/python -m brickzoo.demo
+
+zoo: $(STAMP)
+	$(BIN)/python -m brickzoo.zoo.build
 
 lint: $(STAMP)
 	$(BIN)/ruff check brickzoo tests benchmarks setup.py

@@ -10,8 +10,8 @@ For each entry of :data:`BUILDS` it:
    split, all of it and its first images (the subset the test suite recomputes);
 4. publishes again with those metrics, measured on the stored weights (the float16 rounding
    is deterministic, so the files are the same), into ``brickzoo/zoo/pretrained/<name>/``;
-5. rewrites the zoo table of ``README.md`` between ``<!-- pretrained:start -->`` and
-   ``<!-- pretrained:end -->`` from the cards.
+5. rewrites the zoo table of ``README.md`` between ``<!-- pretrained-table:start -->`` and
+   ``<!-- pretrained-table:end -->`` from the cards.
 
 Example:
     python -m brickzoo.zoo.build                          # every entry (make zoo)
@@ -32,8 +32,8 @@ from typing import Any
 
 from brickzoo.errors import ConfigError, OutputError
 
-README_START = "<!-- pretrained:start -->"
-README_END = "<!-- pretrained:end -->"
+README_START = "<!-- pretrained-table:start -->"
+README_END = "<!-- pretrained-table:end -->"
 
 
 @dataclass(frozen=True)
