@@ -143,8 +143,7 @@ def size_after(specs: Sequence[Any], start: Size | None) -> tuple[Size | str | N
             if not isinstance(size, int):
                 state, culprit = _as_size(size), None
             else:
-                fixed = isinstance(state, tuple)
-                state = _shorter_side(state, size, arguments.get("max_size")) if fixed else None  # type: ignore[arg-type]
+                state = _shorter_side(state, size, arguments.get("max_size")) if isinstance(state, tuple) else None
         elif name == "pad":
             state = _padded(state, arguments["padding"]) if isinstance(state, tuple) else state
         elif name in _VARIES:
