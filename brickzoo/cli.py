@@ -409,7 +409,7 @@ def _source(args: argparse.Namespace, weights_needed: bool) -> _Source:
             )
         return _Source(config, None, None, None, config_entry)
     if _is_entry(given):
-        entry = config_entry if given == args.config else _find_entry(given, args)
+        entry = config_entry if config_entry is not None and given == args.config else _find_entry(given, args)
         return _Source(config, entry.weights_dir, given, entry, config_entry)
     return _Source(config, given, given, None, config_entry)
 
@@ -419,6 +419,8 @@ def _load(recipe: Any, args: argparse.Namespace, source: _Source) -> None:
     from brickzoo.errors import WeightsError
     from brickzoo.training import load_weights
 
+    if source.weights is None:
+        raise UsageError("--weights is required: a run folder, a weight folder or a prebuilt model")
     label = source.label if source.entry is None else f"{source.label} ({source.weights})"
     try:
         report = load_weights(

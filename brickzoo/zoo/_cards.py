@@ -636,8 +636,8 @@ def card_markdown(card: ModelCard) -> str:
     lines += ["", "## Details", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in details.items())]
     lines += ["", "## Use", "", "```python", "from brickzoo import Stage"]
     lines += ["from brickzoo.zoo import load_pretrained", ""]
-    lines += ["pretrained = load_pretrained('path/to/this/folder')  # or its URL, or zoo:<name> when shipped"]
-    lines += [f"outputs = pretrained.model({{'{pre.input_name}': images}}, stage=Stage.INFERENCE)", "```", ""]
+    lines += ['pretrained = load_pretrained("path/to/this/folder")  # or its URL, or zoo:<name> when shipped']
+    lines += [f'outputs = pretrained.model({{"{pre.input_name}": images}}, stage=Stage.INFERENCE)', "```", ""]
     return "\n".join(lines)
 
 
