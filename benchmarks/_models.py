@@ -5,7 +5,7 @@
 - :func:`single_task_model`: the same recipe with one head only; the FPN is kept where the head
   reads it (``segment``, ``detect``) and dropped where it reads the backbone (``classify``).
 - :func:`shapes_batch`: a batch of the shapes dataset with every target (``images``, ``labels``,
-  ``masks``, ``boxes``, ``box_labels``).
+  ``masks``, ``boxes``, ``box_labels``), at any size (:func:`at_image_size`).
 """
 
 from __future__ import annotations
@@ -57,11 +57,32 @@ def single_task_model(head: str, seed: int = 0) -> BrickCollection:
     return build_model(single_task_config(head), seed)
 
 
+def at_image_size(config: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """``config`` (changed in place and returned) with its data at ``image_size``: the dataset's images, the
+    input size and every ``size``/``target_size`` of its transform pipelines (which would otherwise bring
+    the images back to the recipe's own size)."""
+    data = config["data"]
+    data["args"] = {**data.get("args", {}), "image_size": image_size}
+    if "image_size" in data:
+        data["image_size"] = image_size
+    for key, specs in (data.get("transforms") or {}).items():
+        resized = []
+        for spec in specs:
+            if isinstance(spec, dict):
+                ((name, arguments),) = spec.items()
+                spec = {
+                    name: {k: image_size if k in ("size", "target_size") else v for k, v in (arguments or {}).items()}
+                }
+            resized.append(spec)
+        data["transforms"][key] = resized
+    return config
+
+
 def shapes_batch(batch_size: int, image_size: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
-    """``batch_size`` samples of the shapes dataset: ``images`` [B, 3, S, S] in [0, 1], ``labels`` [B],
-    ``masks`` [B, S, S], ``boxes`` [B, M, 4] xyxy and ``box_labels`` [B, M] (padded with -1)."""
-    config = multitask_config()
-    config["data"]["args"]["image_size"] = image_size
+    """``batch_size`` samples of the shapes dataset through the recipe's training pipeline at ``image_size``:
+    ``images`` [B, 3, S, S] in [0, 1], ``labels`` [B], ``masks`` [B, S, S], ``boxes`` [B, M, 4] xyxy and
+    ``box_labels`` [B, M] (padded with -1)."""
+    config = at_image_size(multitask_config(), image_size)
     config["data"]["train"] = {"num_samples": max(batch_size, 1), "seed": seed}
     recipe = build_recipe(config)
     return dict(next(iter(recipe.loader("train", shuffle=False, batch_size=batch_size))))

