@@ -82,7 +82,7 @@ from brickzoo.bag_of_bricks.semantic_segmentation import SemanticSegmentationLos
 from brickzoo.training import fit
 from brickzoo.training._schedule import lr_factor
 from brickzoo.zoo import build_recipe
-from brickzoo.zoo._config import read_config
+from brickzoo.zoo._config import apply_overrides, read_config
 
 Batch = dict[str, Any]
 HELD_OUT_SEED = 777777  # as quality.py
@@ -116,7 +116,7 @@ class Settings:
     onnx: bool = True
     quick: bool = False
     results: Path | None = None
-    verbose: bool = False
+    zoo_overrides: list[str] = field(default_factory=list)  # ``key=value`` overrides of brickzoo's recipes
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="brickzoo_peers_")))
 
 
@@ -143,7 +143,7 @@ def zoo_config(task: str, size: int, settings: Settings, backbone: str | None = 
     """brickzoo's recipe of ``task`` at ``size``: training split, held-out ``test`` split (seed 777777),
     no validation, ``settings``' overrides, and the backbone ``backbone`` when given."""
     name = RECIPES.get(size, {}).get(task, RECIPE_320)
-    config = read_config(name)[0]
+    config = apply_overrides(read_config(name)[0], settings.zoo_overrides)
     if len(config["model"]["heads"]) > 1:
         config = single_head(config, HEADS[task])
         config["name"] = f"{name}_{HEADS[task]}_only"
@@ -823,21 +823,34 @@ def fingerprint(system: System) -> dict[str, Any]:
 def run_quality(
     system: System, schedule: str, size: int, settings: Settings
 ) -> tuple[dict[str, Any], nn.Module | None]:
-    """Train ``system`` with ``schedule`` and score it (or take the result from ``settings.results``)."""
-    key = f"{size}/{system.family}/{schedule}"
+    """Train ``system`` with ``schedule`` and score it, or take the result (and the trained weights, when kept)
+    from ``settings.results``; the weights go to ``<results>_weights/``."""
+    key = "/".join([str(size), system.family, schedule, *(settings.zoo_overrides if system.is_brickzoo else [])])
     cache = json.loads(settings.results.read_text()) if settings.results and settings.results.exists() else {}
+    weights = None if settings.results is None else weights_file(settings.results, key)
     if key in cache and cache[key].get("fingerprint") == json.loads(json.dumps(fingerprint(system))):
-        return cache[key], None
+        if weights is None or not weights.exists():
+            return cache[key], None
+        model = system.build()
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        return cache[key], model
     model = system.build()
     started = time.perf_counter()
     info = system.train(model, schedule)
     result = {**info, "train_minutes": (time.perf_counter() - started) / 60, "load_average": load_average()}
     result.update(score(system, model, held_out_loader(system.config)), fingerprint=fingerprint(system))
     print(f"[peers] {size} px {system.name}, {SCHEDULE_LABELS[schedule]}: {result}", flush=True)
-    if settings.results is not None:
+    if settings.results is not None and weights is not None:
         cache = json.loads(settings.results.read_text()) if settings.results.exists() else {}
         settings.results.write_text(json.dumps({**cache, key: result}, indent=1))
+        weights.parent.mkdir(exist_ok=True)
+        torch.save(model.state_dict(), weights)
     return result, model
+
+
+def weights_file(results: Path, key: str) -> Path:
+    """Where the trained weights of the run ``key`` are kept, next to the results file."""
+    return results.parent / f"{results.stem}_weights" / (key.replace("/", "_").replace("=", "-") + ".pt")
 
 
 def time_training(systems: list[System], size: int, settings: Settings) -> dict[str, float]:
@@ -1022,6 +1035,14 @@ def parse_settings() -> Settings:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX exports")
     parser.add_argument("--results", type=Path, default=None, help="JSON file keeping finished training runs")
+    parser.add_argument(
+        "--zoo-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of brickzoo's recipes, so also of the peers' brickzoo schedule (a candidate fix; "
+        "run it with --systems brickzoo), e.g. model.heads.segment.decoder_channels=128",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (meaningless numbers)")
     args = parser.parse_args()
     settings = Settings(
@@ -1036,6 +1057,7 @@ def parse_settings() -> Settings:
         rounds=args.rounds,
         onnx=not args.no_onnx,
         results=args.results,
+        zoo_overrides=args.zoo_set,
     )
     if args.quick:
         settings.sizes, settings.quality_sizes, settings.train_samples, settings.batch_size = [64], [64], 8, 4
@@ -1047,6 +1069,8 @@ def parse_settings() -> Settings:
 def main() -> None:
     settings = parse_settings()
     set_threads(settings.threads)
+    if settings.zoo_overrides:
+        print(f"brickzoo's recipes (and the brickzoo schedule of the peers) with {settings.zoo_overrides}")
     warnings.filterwarnings("ignore", category=UserWarning)
     try:
         for size in settings.sizes:
