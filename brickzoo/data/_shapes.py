@@ -59,6 +59,9 @@ def _polygon_area(points: np.ndarray) -> float:
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
+# Layouts drawn per sample before giving up on the label margin (a layout costs one small polygon fill).
+_LAYOUT_ATTEMPTS = 200
+
 # Area of each kind at circumradius 1: shapes are sized by area, so no kind is systematically larger.
 _UNIT_AREA: dict[str, float] = {"circle": math.pi, **{k: _polygon_area(v) for k, v in _OUTLINES.items()}}
 
@@ -81,7 +84,11 @@ class ShapesDataset(NamedDataset):
     Every sample is a dict:
 
     - ``images (Tensor[3, H, W])`` float32 in [0, 1].
-    - ``labels (Tensor[])`` int64: the kind of the shape with the most visible pixels.
+    - ``labels (Tensor[])`` int64: the kind of the shape with the most visible pixels. With
+      ``label_margin`` (default 0.25) that shape is clearly the largest: it has at least
+      ``1 + label_margin`` times the visible pixels of every shape of another kind (a layout that
+      misses the margin is drawn again from the same random stream), so the label is never a
+      toss-up between two kinds of nearly equal area.
     - ``masks (Tensor[H, W])`` int64: 0 background, ``k + 1`` for kind ``k``, 255 ignore.
     - ``boxes (Tensor[M, 4])`` float32 xyxy in pixels, ``box_labels (Tensor[M])`` int64 kinds,
       in drawing order (back to front).
@@ -107,6 +114,11 @@ class ShapesDataset(NamedDataset):
             draws its own from this range.
         return_instances: add the ``"instances"`` map to each sample.
         return_counts: add ``"num_shapes"``, the number of shapes with a box, to each sample.
+        label_margin: how much larger (in visible pixels) the labelled shape is than any shape of
+            another kind, as a fraction: 0.25 means at least 1.25 times. 0 labels the largest shape
+            however close the runner-up (ties and near-ties of two kinds then make the label
+            ambiguous). A dataset whose layouts cannot meet the margin (many shapes of similar
+            size) raises a DataError naming the sample.
 
     Attributes:
         class_names: the shape kinds (the classes of classification and detection).
@@ -137,6 +149,7 @@ class ShapesDataset(NamedDataset):
         noise_range: tuple[float, float] = (0.01, 0.06),
         return_instances: bool = False,
         return_counts: bool = False,
+        label_margin: float = 0.25,
     ) -> None:
         owner = "ShapesDataset"
         if seed < 0:
@@ -157,6 +170,8 @@ class ShapesDataset(NamedDataset):
             )
         if not 0 < size_range[0] <= size_range[1] <= 1:
             raise DataError(f"{owner}: expected 0 < size_range[0] <= size_range[1] <= 1, got {size_range}")
+        if not (math.isfinite(label_margin) and 0 <= label_margin <= 4):
+            raise DataError(f"{owner}: expected 0 <= label_margin <= 4, got {label_margin}")
         if not 0 <= noise_range[0] <= noise_range[1]:
             raise DataError(f"{owner}: expected 0 <= noise_range[0] <= noise_range[1], got {noise_range}")
         self.num_samples = int(num_samples)
@@ -178,6 +193,7 @@ class ShapesDataset(NamedDataset):
         self.noise_range = (float(noise_range[0]), float(noise_range[1]))
         self.return_instances = bool(return_instances)
         self.return_counts = bool(return_counts)
+        self.label_margin = float(label_margin)
         self.class_names = list(self.shape_names)
         self.tasks = {
             "classification": list(self.class_names),
@@ -197,12 +213,17 @@ class ShapesDataset(NamedDataset):
         rng = np.random.default_rng([self.seed, index])
         size = self.image_size
         background = self._background(rng)  # [3, H, W]
-        for _ in range(100):
+        for _ in range(_LAYOUT_ATTEMPTS):
             kinds, instances, kept, centres = self._layout(rng)
-            if kept.any():
+            if kept.any() and self._label_is_clear(kinds, instances, kept):
                 break
-        else:  # not reachable with the parameter checks of __init__
-            raise DataError(f"ShapesDataset: could not place a visible shape in sample {index}")
+        else:
+            raise DataError(
+                f"ShapesDataset: sample {index} (seed {self.seed}): no layout of {_LAYOUT_ATTEMPTS} drawn has a "
+                f"labelled shape with {1 + self.label_margin:.2f}x the visible pixels of every shape of another "
+                f"kind (label_margin={self.label_margin}, max_shapes={self.max_shapes}, size_range={self.size_range}); "
+                "lower label_margin or max_shapes, or widen size_range"
+            )
         n = len(kinds)
 
         # Colour: a flat colour per shape, a light ramp over the whole image, then noise.
@@ -244,6 +265,15 @@ class ShapesDataset(NamedDataset):
         if self.return_counts:
             sample["num_shapes"] = torch.tensor(len(kept_ids), dtype=torch.int64)
         return sample
+
+    def _label_is_clear(self, kinds: np.ndarray, instances: np.ndarray, kept: np.ndarray) -> bool:
+        """Whether the shape with the most visible pixels beats every kept shape of another kind by the margin."""
+        if self.label_margin == 0:
+            return True
+        counts = np.bincount(instances.ravel(), minlength=len(kinds) + 1)[1:] * kept  # [n], 0 for dropped shapes
+        largest = int(np.argmax(counts))
+        others = counts[kinds != kinds[largest]]
+        return others.size == 0 or bool(counts[largest] >= (1 + self.label_margin) * others.max())
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         """A textured background ``[3, H, W]``: gradient + stripes + blotches."""

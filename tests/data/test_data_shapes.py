@@ -126,6 +126,49 @@ def test_targets_are_consistent_for_any_parameters(
     _check_sample(dataset[index], dataset)
 
 
+def _visible_pixels_per_kept_shape(sample: dict[str, torch.Tensor]) -> np.ndarray:
+    """Visible pixels of each boxed shape, counted on the instance map (independent of the label rule)."""
+    instances = sample["instances"].numpy()
+    return np.array([(instances == i + 1).sum() for i in range(len(sample["boxes"]))])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"image_size": 64, "max_shapes": 3}, {"image_size": 160, "min_shapes": 2, "max_shapes": 8, "size_range": (0.06, 0.2)}],
+)
+def test_the_labelled_shape_is_clearly_the_largest(kwargs: dict[str, object]) -> None:
+    dataset = ShapesDataset(150, seed=5, return_instances=True, **kwargs)  # type: ignore[arg-type]
+    assert dataset.label_margin == 0.25
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        pixels, kinds = _visible_pixels_per_kept_shape(sample), sample["box_labels"].numpy()
+        label = int(sample["labels"])
+        assert label == kinds[int(np.argmax(pixels))]
+        others = pixels[kinds != label]
+        assert others.size == 0 or pixels.max() >= 1.25 * others.max(), (i, pixels, kinds)
+
+
+def test_without_a_margin_near_ties_of_two_kinds_occur() -> None:
+    """label_margin=0 keeps the plain rule (the largest shape), and then about 1 in 15 images is a toss-up."""
+    dataset = ShapesDataset(300, image_size=64, seed=5, label_margin=0, return_instances=True)
+    near_ties = 0
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        pixels, kinds = _visible_pixels_per_kept_shape(sample), sample["box_labels"].numpy()
+        label = int(sample["labels"])
+        assert label == kinds[int(np.argmax(pixels))]
+        others = pixels[kinds != label]
+        near_ties += int(others.size > 0 and pixels.max() < 1.1 * others.max())
+    assert 5 <= near_ties <= 60, near_ties
+
+
+def test_a_margin_no_layout_can_meet_names_the_sample() -> None:
+    # six shapes of one size: one of them with five times the visible pixels of all the others is (nearly) impossible
+    dataset = ShapesDataset(1, image_size=64, min_shapes=6, max_shapes=6, size_range=(0.15, 0.15), label_margin=4)
+    with pytest.raises(DataError, match=r"sample 0 \(seed 0\).*label_margin=4.0.*lower label_margin"):
+        dataset[0]
+
+
 def test_occluded_remnants_are_ignored_not_boxed() -> None:
     dataset = ShapesDataset(150, image_size=48, seed=2, min_shapes=6, max_shapes=8, return_instances=True)
     images_with_ignore = 0
@@ -184,6 +227,8 @@ def test_num_classes_and_names_per_task() -> None:
         ({"image_size": 4}, "image_size"),
         ({"min_visible_pixels": 10_000}, "min_visible_pixels"),
         ({"seed": -1}, "seed must be 0 or more, got -1"),
+        ({"label_margin": -0.1}, "label_margin <= 4, got -0.1"),
+        ({"label_margin": float("nan")}, "label_margin <= 4, got nan"),
     ],
 )
 def test_bad_arguments_raise_data_error(kwargs: dict[str, object], message: str) -> None:
