@@ -309,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *leftovers]
     try:
         return int(COMMANDS[args.command](args) or 0)
+    except BrokenPipeError:  # the reader of stdout went away (brickzoo list | head): not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again
+        return 141  # 128 + SIGPIPE, what a shell reports for a command whose pipe closed
     except (BrickzooError, UsageError, OSError) as exc:  # OSError: files and folders the user named
         if os.environ.get("BRICKZOO_DEBUG"):
             raise
