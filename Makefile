@@ -1,6 +1,7 @@
 # The two commands of the README: `make demo` (the main job, from the prebuilt models) and `make test` (the
 # whole suite); `make zoo` trains the prebuilt models shipped in brickzoo/zoo/pretrained/ again from scratch.
-# Each creates .venv and installs the project into it when it is missing or older than pyproject.toml
+# Each creates .venv and installs the project with its dev, lightning and bench extras into it (the
+# suite smoke-tests benchmarks/, peers included) when it is missing or older than pyproject.toml
 # or setup.py (the editable install maps the package brickzoo.zoo_configs onto zoo_configs/).
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.brickzoo-installed
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,lightning]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,lightning,bench]"
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,7 +32,6 @@ test: lint
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,lightning,bench]"
 	@for script in benchmarks/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
