@@ -227,7 +227,8 @@ class DetectionPostprocessor(nn.Module):
         max_detections: detections per image ``K`` (the output size).
         score_threshold: candidates need a score above it.
         nms_threshold: IoU above which the lower-scored box of a class is suppressed.
-        pre_nms_top_k: candidates per image entering NMS (costs ``O(pre_nms_top_k ** 2)`` memory).
+        pre_nms_top_k: candidates per image entering NMS: compiled or exported, NMS holds a
+            ``pre_nms_top_k ** 2`` matrix per image; eager, blocks of 128 rows of it.
 
     Shape:
         - cls_logits ``[B, N, C]``, boxes ``[B, N, 4]`` xyxy in input pixels, centerness ``[B, N]``
