@@ -245,7 +245,7 @@ def test_a_factory_refusing_its_settings_is_reported_with_the_section_path() -> 
         build_recipe("shapes_multitask", ["model.neck.levels=[9]", "data.train.num_samples=4"])
     message = str(error.value)
     assert message.startswith("model.neck: fpn_bricks: levels=[9]: [9] are not among them")
-    assert "4 (features/level4: 512 channels, stride 32)" in message
+    assert "3 (features/level3: 256 channels, stride 16)" in message
 
 
 # -- same config and seed, same run -------------------------------------------------------------
