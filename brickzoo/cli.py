@@ -781,6 +781,9 @@ def _read_images(
     return read
 
 
+SUMMARY_MIN_SCORE = 0.3  # the detection visualizer's default min_score: boxes the picture shows
+
+
 def _summary(prediction: Any) -> str:
     """One line per image: its size and each head's answer."""
     from brickzoo.predict import ClassificationResult, DetectionResult
@@ -790,8 +793,11 @@ def _summary(prediction: Any) -> str:
         if isinstance(result, ClassificationResult):
             parts.append(f"{head} {result.class_name} {result.score:.2f}")
         elif isinstance(result, DetectionResult):
-            best = f" (best {result.names[0]} {float(result.scores[0]):.2f})" if len(result) else ""
-            parts.append(f"{head} {len(result)} boxes{best}")
+            # the JSON keeps every detection above the head's score_threshold (as COCO evaluation wants);
+            # the line says how many of them are confident, as the picture draws them
+            confident = int((result.scores >= SUMMARY_MIN_SCORE).sum())
+            best = f", best {result.names[0]} {float(result.scores[0]):.2f}" if len(result) else ""
+            parts.append(f"{head} {confident} boxes scoring {SUMMARY_MIN_SCORE} or more ({len(result)} in all{best})")
         else:
             present = [name for name, count in list(result.pixel_counts.items())[1:] if count]
             parts.append(f"{head} {', '.join(present) or 'background only'}")

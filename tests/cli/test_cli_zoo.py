@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -190,6 +191,9 @@ def test_predict_with_a_prebuilt_model(shipped: Path, tmp_path: Path, capsys: py
     record = json.loads((tmp_path / "out" / "predictions.jsonl").read_text())
     assert (record["width"], record["height"]) == (60, 40) and set(record["heads"]) == {"classify", "detect"}
     assert record["heads"]["classify"]["class"] in SHAPE_NAMES and record["transform"]["input_size"] == [32, 32]
+    scores = [d["score"] for d in record["heads"]["detect"]["detections"]]
+    line = re.search(r"detect (\d+) boxes scoring 0\.3 or more \((\d+) in all", capsys.readouterr().out)
+    assert line and (int(line[1]), int(line[2])) == (sum(s >= 0.3 for s in scores), len(scores))
     with Image.open(tmp_path / "out" / "photo_detect_visualization.png") as picture:
         assert picture.width * 40 == picture.height * 60  # the photo's own aspect ratio (small ones upscaled)
 
