@@ -21,6 +21,7 @@ from brickzoo.data._common import (
     open_image,
     read_header,
     readable_rows,
+    resize_boxes,
 )
 from brickzoo.errors import DataError, DataWarning
 
@@ -205,10 +206,7 @@ class CocoDetectionDataset(NamedDataset):
                 f"{_OWNER}: image {str(path)!r} is {width}x{height} (WxH) but {str(self.annotation_file)!r} says "
                 f"{expected[0]}x{expected[1]}; the boxes would not match the pixels{_turned_hint(path, expected)}"
             )
-        boxes = self._boxes[index].copy()  # [M, 4]
-        if self.image_size is not None:
-            out_h, out_w = self.image_size
-            boxes *= np.array([out_w / width, out_h / height, out_w / width, out_h / height], dtype=np.float32)
+        boxes = resize_boxes(self._boxes[index], width, height, self.image_size)  # [M, 4]
         return {
             "images": image_to_tensor(image, self.image_size, f"{_OWNER}: image file {str(path)!r}"),
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes)),

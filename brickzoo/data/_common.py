@@ -266,6 +266,17 @@ def image_to_tensor(image: Image.Image, size: tuple[int, int] | None, source: st
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)  # [3, H, W]
 
 
+def resize_boxes(boxes: np.ndarray, width: int, height: int, size: tuple[int, int] | None) -> np.ndarray:
+    """Boxes ``[M, 4]`` xyxy in the pixels of a ``width x height`` image, in those of ``size = (H, W)`` if given.
+
+    The same stretch as :func:`image_to_tensor` applies to the image; a new array, the input untouched.
+    """
+    if size is None:
+        return boxes.copy()
+    out_h, out_w = size
+    return boxes * np.array([out_w / width, out_h / height, out_w / width, out_h / height], dtype=np.float32)
+
+
 def read_image(path: Path, size: tuple[int, int] | None, owner: str) -> torch.Tensor:
     """Read an image file as displayed, float ``[3, H, W]`` in [0, 1]; DataError naming the file when it fails."""
     return image_to_tensor(open_image(path, owner), size, f"{owner}: image file {str(path)!r}")

@@ -23,6 +23,7 @@ from brickzoo.data._common import (
     open_image,
     orientation_note,
     readable_rows,
+    resize_boxes,
 )
 from brickzoo.errors import DataError, DataWarning
 
@@ -178,10 +179,7 @@ class VocDetectionDataset(NamedDataset):
                 f"{str(self.root / 'Annotations' / (self.ids[index] + '.xml'))!r} says {width}x{height}; the boxes "
                 f"would not match the pixels{orientation_note(path, _OWNER)}"
             )
-        boxes = self._boxes[index].copy()  # [M, 4]
-        if self.image_size is not None:
-            out_h, out_w = self.image_size
-            boxes *= np.array([out_w / width, out_h / height, out_w / width, out_h / height], dtype=np.float32)
+        boxes = resize_boxes(self._boxes[index], width, height, self.image_size)  # [M, 4]
         return {
             "images": image_to_tensor(image, self.image_size, f"{_OWNER}: image file {str(path)!r}"),
             "boxes": torch.from_numpy(boxes),
