@@ -134,7 +134,10 @@ def _visible_pixels_per_kept_shape(sample: dict[str, torch.Tensor]) -> np.ndarra
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"image_size": 64, "max_shapes": 3}, {"image_size": 160, "min_shapes": 2, "max_shapes": 8, "size_range": (0.06, 0.2)}],
+    [
+        {"image_size": 64, "max_shapes": 3},
+        {"image_size": 160, "min_shapes": 2, "max_shapes": 8, "size_range": (0.06, 0.2)},
+    ],
 )
 def test_the_labelled_shape_is_clearly_the_largest(kwargs: dict[str, object]) -> None:
     dataset = ShapesDataset(150, seed=5, return_instances=True, **kwargs)  # type: ignore[arg-type]
