@@ -170,6 +170,8 @@ class ShapesDataset(NamedDataset):
             )
         if not 0 < size_range[0] <= size_range[1] <= 1:
             raise DataError(f"{owner}: expected 0 < size_range[0] <= size_range[1] <= 1, got {size_range}")
+        if isinstance(label_margin, bool) or not isinstance(label_margin, (int, float)):
+            raise DataError(f"{owner}: label_margin must be a number from 0 to 4, got {label_margin!r}")
         if not (math.isfinite(label_margin) and 0 <= label_margin <= 4):
             raise DataError(f"{owner}: expected 0 <= label_margin <= 4, got {label_margin}")
         if not 0 <= noise_range[0] <= noise_range[1]:
@@ -214,8 +216,9 @@ class ShapesDataset(NamedDataset):
         size = self.image_size
         background = self._background(rng)  # [3, H, W]
         for _ in range(_LAYOUT_ATTEMPTS):
-            kinds, instances, kept, centres = self._layout(rng)
-            if kept.any() and self._label_is_clear(kinds, instances, kept):
+            kinds, instances, counts, centres = self._layout(rng)
+            kept = counts >= self.min_visible_pixels  # [n]
+            if kept.any() and self._label_is_clear(kinds, counts * kept):
                 break
         else:
             raise DataError(
@@ -266,11 +269,11 @@ class ShapesDataset(NamedDataset):
             sample["num_shapes"] = torch.tensor(len(kept_ids), dtype=torch.int64)
         return sample
 
-    def _label_is_clear(self, kinds: np.ndarray, instances: np.ndarray, kept: np.ndarray) -> bool:
-        """Whether the shape with the most visible pixels beats every kept shape of another kind by the margin."""
+    def _label_is_clear(self, kinds: np.ndarray, counts: np.ndarray) -> bool:
+        """Whether the shape with the most visible pixels (``counts [n]``, 0 for dropped shapes) beats every kept
+        shape of another kind by the margin."""
         if self.label_margin == 0:
             return True
-        counts = np.bincount(instances.ravel(), minlength=len(kinds) + 1)[1:] * kept  # [n], 0 for dropped shapes
         largest = int(np.argmax(counts))
         others = counts[kinds != kinds[largest]]
         return others.size == 0 or bool(counts[largest] >= (1 + self.label_margin) * others.max())
@@ -305,7 +308,7 @@ class ShapesDataset(NamedDataset):
 
         Returns:
             ``kinds (Tensor[n])`` kind indices, ``instances (Tensor[H, W])`` 0 or ``i + 1`` where shape ``i`` is
-            visible, ``kept (Tensor[n])`` bool, ``centres (Tensor[n, 2])`` xy.
+            visible, ``counts (Tensor[n])`` visible pixels per shape, ``centres (Tensor[n, 2])`` xy.
         """
         size = self.image_size
         n = int(rng.integers(self.min_shapes, self.max_shapes + 1))
@@ -329,9 +332,8 @@ class ShapesDataset(NamedDataset):
                 outline = _OUTLINES[name] @ np.array([[c, s], [-s, c]]) * r + (x, y)  # [corners, 2]
                 draw.polygon([tuple(p) for p in outline.tolist()], fill=i + 1)
         instances = np.asarray(canvas, dtype=np.int64)  # [H, W] 0 or 1..n
-        counts = np.bincount(instances.ravel(), minlength=n + 1)[1:]  # [n]
-        kept = counts >= self.min_visible_pixels
-        return kinds, instances, kept, centres
+        counts = np.bincount(instances.ravel(), minlength=n + 1)[1:]  # [n] visible pixels per shape
+        return kinds, instances, counts, centres
 
     def _shape_colours(self, rng: np.random.Generator, background: np.ndarray, centres: np.ndarray) -> np.ndarray:
         """One colour per shape ``[n, 3]``, redrawn a few times until it stands out from the background under it."""

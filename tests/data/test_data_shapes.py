@@ -132,6 +132,15 @@ def _visible_pixels_per_kept_shape(sample: dict[str, torch.Tensor]) -> np.ndarra
     return np.array([(instances == i + 1).sum() for i in range(len(sample["boxes"]))])
 
 
+def _largest_and_runner_up(sample: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """Visible pixels of the largest shape (its kind must be the label) and of the largest of another kind (0: none)."""
+    pixels, kinds = _visible_pixels_per_kept_shape(sample), sample["box_labels"].numpy()
+    label = int(sample["labels"])
+    assert label == kinds[int(np.argmax(pixels))]
+    others = pixels[kinds != label]
+    return int(pixels.max()), int(others.max()) if others.size else 0
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -143,12 +152,8 @@ def test_the_labelled_shape_is_clearly_the_largest(kwargs: dict[str, object]) ->
     dataset = ShapesDataset(150, seed=5, return_instances=True, **kwargs)  # type: ignore[arg-type]
     assert dataset.label_margin == 0.25
     for i in range(len(dataset)):
-        sample = dataset[i]
-        pixels, kinds = _visible_pixels_per_kept_shape(sample), sample["box_labels"].numpy()
-        label = int(sample["labels"])
-        assert label == kinds[int(np.argmax(pixels))]
-        others = pixels[kinds != label]
-        assert others.size == 0 or pixels.max() >= 1.25 * others.max(), (i, pixels, kinds)
+        largest, runner_up = _largest_and_runner_up(dataset[i])
+        assert largest >= 1.25 * runner_up, (i, largest, runner_up)
 
 
 def test_without_a_margin_near_ties_of_two_kinds_occur() -> None:
@@ -156,12 +161,8 @@ def test_without_a_margin_near_ties_of_two_kinds_occur() -> None:
     dataset = ShapesDataset(300, image_size=64, seed=5, label_margin=0, return_instances=True)
     near_ties = 0
     for i in range(len(dataset)):
-        sample = dataset[i]
-        pixels, kinds = _visible_pixels_per_kept_shape(sample), sample["box_labels"].numpy()
-        label = int(sample["labels"])
-        assert label == kinds[int(np.argmax(pixels))]
-        others = pixels[kinds != label]
-        near_ties += int(others.size > 0 and pixels.max() < 1.1 * others.max())
+        largest, runner_up = _largest_and_runner_up(dataset[i])
+        near_ties += int(largest < 1.1 * runner_up)
     assert 5 <= near_ties <= 60, near_ties
 
 
@@ -232,6 +233,8 @@ def test_num_classes_and_names_per_task() -> None:
         ({"seed": -1}, "seed must be 0 or more, got -1"),
         ({"label_margin": -0.1}, "label_margin <= 4, got -0.1"),
         ({"label_margin": float("nan")}, "label_margin <= 4, got nan"),
+        ({"label_margin": "0.25"}, "label_margin must be a number from 0 to 4, got '0.25'"),
+        ({"label_margin": True}, "label_margin must be a number from 0 to 4, got True"),
     ],
 )
 def test_bad_arguments_raise_data_error(kwargs: dict[str, object], message: str) -> None:
