@@ -18,9 +18,10 @@ defaults for real images: ``pre_nms_top_k`` 1000 and
   see torch's CPU tensors, and torch keeps no CPU allocator statistics.)
 
 Then NMS alone at the largest size on the best ``pre_nms_top_k`` candidates (100, 300, 1000) of
-those outputs: brickzoo's ``greedy_nms_keep_sorted`` (eager: block by block), its single-matrix
+those outputs: brickzoo's ``greedy_nms_keep_sorted`` (eager on the CPU: torchvision's NMS kernel per
+image and label), its block-by-block formulation (eager on other devices), its single-matrix
 formulation (the one compiled and ONNX graphs run, here run eagerly) and ``torchvision.ops.batched_nms``
-image by image, with the rounds of parallel decisions and a check that all three keep the same boxes.
+image by image, with the rounds of parallel decisions and a check that all four keep the same boxes.
 Run: ``python benchmarks/scale.py`` (``--quick`` for a smoke run).
 """
 
@@ -45,6 +46,7 @@ from export import ort_session
 
 from brickzoo import BrickCollection
 from brickzoo.bag_of_bricks._boxes import (
+    _blocks_keep,
     _decide_round,
     _suppressors,
     _undecided_left,
@@ -266,19 +268,23 @@ def torchvision_nms(
 
 
 def nms_row(dense: Sequence[torch.Tensor], images: torch.Tensor, top_k: int, args: argparse.Namespace) -> list[str]:
-    """Time the three NMS implementations on the best ``top_k`` candidates and check they keep the same ones."""
+    """Time the four NMS implementations on the best ``top_k`` candidates and check they keep the same ones."""
     post = DetectionPostprocessor(MAX_DETECTIONS, score_threshold=0.05, nms_threshold=0.6, pre_nms_top_k=top_k)
     boxes, scores, labels = post.top_candidates(*dense, images)  # [B, k, 4], [B, k], [B, k]
     valid = scores > post.score_threshold  # [B, k]
-    blocks = greedy_nms_keep_sorted(boxes, labels, valid, post.nms_threshold)
+    eager = greedy_nms_keep_sorted(boxes, labels, valid, post.nms_threshold)
+    blocks = _blocks_keep(boxes, labels, valid, post.nms_threshold)
     single, rounds = single_matrix_nms(boxes, labels, valid, post.nms_threshold)
     reference = torchvision_nms(boxes, scores, labels, valid)
-    same = torch.equal(blocks, single) and all(
-        set(torch.nonzero(blocks[b])[:, 0].tolist()) == set(kept.tolist()) for b, kept in enumerate(reference)
+    same = (
+        torch.equal(eager, blocks)
+        and torch.equal(blocks, single)
+        and all(set(torch.nonzero(eager[b])[:, 0].tolist()) == set(kept.tolist()) for b, kept in enumerate(reference))
     )
     times = interleaved_medians(
         {
-            "blocks": functools.partial(greedy_nms_keep_sorted, boxes, labels, valid, post.nms_threshold),
+            "eager": functools.partial(greedy_nms_keep_sorted, boxes, labels, valid, post.nms_threshold),
+            "blocks": functools.partial(_blocks_keep, boxes, labels, valid, post.nms_threshold),
             "single": functools.partial(single_matrix_nms, boxes, labels, valid, post.nms_threshold),
             "torchvision": functools.partial(torchvision_nms, boxes, scores, labels, valid),
         },
@@ -290,12 +296,13 @@ def nms_row(dense: Sequence[torch.Tensor], images: torch.Tensor, top_k: int, arg
         str(top_k),
         str(boxes.shape[0]),
         f"{valid.sum().item() / boxes.shape[0]:.0f}",
-        f"{blocks.sum().item() / boxes.shape[0]:.1f}",
+        f"{eager.sum().item() / boxes.shape[0]:.1f}",
         str(rounds),
+        f"{times['eager'] * 1e3:.2f}",
         f"{times['blocks'] * 1e3:.2f}",
         f"{times['single'] * 1e3:.2f}",
         f"{times['torchvision'] * 1e3:.2f}",
-        f"{times['blocks'] / times['torchvision']:.1f}x",
+        f"{times['eager'] / times['torchvision']:.2f}x",
         "yes" if same else "NO",
     ]
 
@@ -391,8 +398,8 @@ def print_report(
     print(markdown_table([*header, "parity (max abs)", "export s"], rows))
     largest = max(args.sizes)
     print(f"\nNMS alone at {largest} px, IoU 0.6, on the best pre_nms_top_k candidates of trained-like outputs:")
-    nms_header = ["pre_nms_top_k", "batch", "candidates / image", "kept / image", "rounds", "brickzoo ms"]
-    nms_header += ["single matrix ms", "batched_nms ms", "brickzoo / batched_nms", "same kept"]
+    nms_header = ["pre_nms_top_k", "batch", "candidates / image", "kept / image", "rounds", "brickzoo eager ms"]
+    nms_header += ["blocks ms", "single matrix ms", "batched_nms ms", "brickzoo eager / batched_nms", "same kept"]
     print(markdown_table(nms_header, nms_rows))
     shares = [measured[largest, b][1] for b in args.batch_sizes]
     print(

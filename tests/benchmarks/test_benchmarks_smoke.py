@@ -59,10 +59,11 @@ SECOND_TABLES = {
         "candidates / image",
         "kept / image",
         "rounds",
-        "brickzoo ms",
+        "brickzoo eager ms",
+        "blocks ms",
         "single matrix ms",
         "batched_nms ms",
-        "brickzoo / batched_nms",
+        "brickzoo eager / batched_nms",
         "same kept",
     ],
 }

@@ -29,6 +29,7 @@ from brickzoo._draw import palette
 from brickzoo.bag_of_bricks import _boxes, object_detection
 from brickzoo.bag_of_bricks._boxes import (
     NMS_BLOCK_SIZE,
+    _blocks_keep,
     anchor_points,
     float32_at_most,
     greedy_nms_keep_sorted,
@@ -139,17 +140,23 @@ def test_generalized_box_iou_loss_equals_torchvision(seed: int, num: int, spread
 
 
 # -- NMS -----------------------------------------------------------------------------------------
+# the eager implementations: on the CPU greedy_nms_keep_sorted runs torchvision's kernel per label; the blocks run
+# on other devices (and in half precision); the compiled single matrix is checked against them further down
+NMS_IMPLEMENTATIONS = {"cpu kernel": greedy_nms_keep_sorted, "blocks": _blocks_keep}
+
+
 def nms_mask(
     boxes: torch.Tensor,
     scores: torch.Tensor,
     labels: torch.Tensor,
     iou_threshold: float,
     valid: torch.Tensor | None = None,
+    implementation: str = "cpu kernel",
 ) -> torch.Tensor:
-    """greedy_nms_keep_sorted on candidates sorted by score here, its keep mask put back in the input order."""
+    """An NMS implementation on candidates sorted by score here, its keep mask put back in the input order."""
     valid = torch.ones_like(scores, dtype=torch.bool) if valid is None else valid
     order = scores.argsort(dim=1, descending=True, stable=True)  # [B, K]
-    keep_sorted = greedy_nms_keep_sorted(
+    keep_sorted = NMS_IMPLEMENTATIONS[implementation](
         boxes.gather(1, order[..., None].expand(-1, -1, 4)),
         labels.gather(1, order),
         valid.gather(1, order),
@@ -171,6 +178,7 @@ def random_candidates(seed: int, batch: int, num: int, num_classes: int) -> tupl
     return boxes, scores, labels
 
 
+@pytest.mark.parametrize("implementation", NMS_IMPLEMENTATIONS)
 @settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -181,11 +189,11 @@ def random_candidates(seed: int, batch: int, num: int, num_classes: int) -> tupl
     valid_fraction=st.floats(0.3, 1.0),
 )
 def test_nms_keeps_what_torchvision_batched_nms_keeps(
-    seed: int, batch: int, num: int, num_classes: int, iou_threshold: float, valid_fraction: float
+    implementation: str, seed: int, batch: int, num: int, num_classes: int, iou_threshold: float, valid_fraction: float
 ) -> None:
     boxes, scores, labels = random_candidates(seed, batch, num, num_classes)
     valid = scores > 1 - valid_fraction
-    keep = nms_mask(boxes, scores, labels, iou_threshold, valid=valid)
+    keep = nms_mask(boxes, scores, labels, iou_threshold, valid=valid, implementation=implementation)
     for b in range(batch):
         candidates = torch.nonzero(valid[b])[:, 0]
         kept = torchvision.ops.batched_nms(
@@ -204,11 +212,12 @@ def chain_boxes(num: int) -> torch.Tensor:
     return torch.stack([x, torch.zeros(num), x + 10, torch.full((num,), 10.0)], dim=1)
 
 
-def test_nms_long_suppression_chain() -> None:
+@pytest.mark.parametrize("implementation", NMS_IMPLEMENTATIONS)
+def test_nms_long_suppression_chain(implementation: str) -> None:
     boxes = chain_boxes(41)[None]  # [1, 41, 4]
     scores = torch.linspace(0.9, 0.5, 41)[None]
     labels = torch.zeros(1, 41, dtype=torch.int64)
-    keep = nms_mask(boxes, scores, labels, 0.5)
+    keep = nms_mask(boxes, scores, labels, 0.5, implementation=implementation)
     assert torch.nonzero(keep[0])[:, 0].tolist() == list(range(0, 41, 2))
     assert sorted(torchvision.ops.batched_nms(boxes[0], scores[0], labels[0], 0.5).tolist()) == list(range(0, 41, 2))
 
@@ -217,7 +226,7 @@ def torchvision_keep_sets(
     boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, iou_threshold: float
 ) -> list[set[int]]:
     """Per image, the indices of the valid candidates (ranked best first) that ``torchvision.ops.batched_nms`` keeps."""
-    ranked_scores = torch.linspace(1.0, 0.01, boxes.shape[1])  # [K] candidate 0 is the best
+    ranked_scores = torch.linspace(1.0, 0.01, boxes.shape[1], dtype=boxes.dtype)  # [K] candidate 0 is the best
     keep = []
     for b in range(boxes.shape[0]):
         index = torch.nonzero(valid[b])[:, 0]
@@ -226,11 +235,12 @@ def torchvision_keep_sets(
     return keep
 
 
+@pytest.mark.parametrize("implementation", NMS_IMPLEMENTATIONS)
 @pytest.mark.parametrize(
     ("iou_threshold", "second"), [(0.6, [1.0, 0, 5, 1]), (0.7, [0.0, 0, 7, 1]), (0.5, [0, 0, 2, 1])]
 )
 def test_nms_at_an_iou_equal_to_the_float32_threshold_suppresses_like_torchvision(
-    iou_threshold: float, second: list[float]
+    implementation: str, iou_threshold: float, second: list[float]
 ) -> None:
     """IoU 3/5, 7/10 and 1/2 of whole-pixel boxes, each equal to its threshold rounded to float32. float32(0.6)
     lies above the double 0.6, so torchvision's CPU kernel suppresses; float32(0.7) lies below 0.7 and 0.5 is
@@ -242,7 +252,7 @@ def test_nms_at_an_iou_equal_to_the_float32_threshold_suppresses_like_torchvisio
     labels, valid = torch.zeros(1, 2, dtype=torch.int64), torch.ones(1, 2, dtype=torch.bool)
     expected = torchvision_keep_sets(boxes, labels, valid, iou_threshold)[0]
     assert expected == ({0} if float(np.float32(iou_threshold)) > iou_threshold else {0, 1})
-    keep = greedy_nms_keep_sorted(boxes, labels, valid, iou_threshold)
+    keep = NMS_IMPLEMENTATIONS[implementation](boxes, labels, valid, iou_threshold)
     assert set(torch.nonzero(keep[0])[:, 0].tolist()) == expected
     # the threshold helper against numpy: the largest float32 not above the value
     for value in (iou_threshold, 0.05, 1 / 3, 1.0, 0.0):
@@ -250,6 +260,7 @@ def test_nms_at_an_iou_equal_to_the_float32_threshold_suppresses_like_torchvisio
         assert float(below) <= value < float(np.nextafter(below, np.float32(np.inf)))
 
 
+@pytest.mark.parametrize("implementation", NMS_IMPLEMENTATIONS)
 @settings(max_examples=12, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -260,14 +271,14 @@ def test_nms_at_an_iou_equal_to_the_float32_threshold_suppresses_like_torchvisio
     whole_pixels=st.booleans(),
 )
 def test_nms_over_several_blocks_keeps_what_torchvision_keeps(
-    seed: int, batch: int, num: int, num_classes: int, iou_threshold: float, whole_pixels: bool
+    implementation: str, seed: int, batch: int, num: int, num_classes: int, iou_threshold: float, whole_pixels: bool
 ) -> None:
     """Enough candidates for several eager blocks, clustered so that suppressions cross block borders;
     whole-pixel boxes make IoUs equal to the threshold likely."""
     boxes, _, labels = random_candidates(seed, batch, num, num_classes)  # ranked by index below
     boxes = boxes.round() if whole_pixels else boxes
     valid = torch.rand(batch, num, generator=torch.Generator().manual_seed(seed)) > 0.15
-    keep = greedy_nms_keep_sorted(boxes, labels, valid, iou_threshold)
+    keep = NMS_IMPLEMENTATIONS[implementation](boxes, labels, valid, iou_threshold)
     for b, expected in enumerate(torchvision_keep_sets(boxes, labels, valid, iou_threshold)):
         assert set(torch.nonzero(keep[b])[:, 0].tolist()) == expected
 
@@ -282,9 +293,47 @@ def test_nms_blocks_decide_as_the_compiled_single_matrix() -> None:
     labels = torch.cat([torch.zeros(1, num, dtype=torch.int64), labels])
     valid = torch.ones(2, num, dtype=torch.bool)
     compiled = torch.compile(greedy_nms_keep_sorted, fullgraph=True, backend="aot_eager", dynamic=False)
-    keep = greedy_nms_keep_sorted(boxes, labels, valid, 0.5)
+    keep = _blocks_keep(boxes, labels, valid, 0.5)
     assert torch.equal(compiled(boxes, labels, valid, 0.5), keep)
+    assert torch.equal(greedy_nms_keep_sorted(boxes, labels, valid, 0.5), keep)  # the CPU kernel path
     assert torch.nonzero(keep[0])[:, 0].tolist() == list(range(0, num, 2))
+    assert [set(torch.nonzero(k)[:, 0].tolist()) for k in keep] == torchvision_keep_sets(boxes, labels, valid, 0.5)
+
+
+def test_nms_in_double_precision_compares_the_double_iou_with_the_threshold() -> None:
+    """float64 boxes whose IoU is exactly 3/5: torchvision's kernel compares 0.6 > 0.6 in double and keeps both
+    boxes; the float32 threshold rounding must not be applied to a double IoU (it would suppress the second)."""
+    boxes = torch.tensor([[[0.0, 0, 4, 1], [1.0, 0, 5, 1]]], dtype=torch.float64)  # IoU 3 / 5
+    labels, valid = torch.zeros(1, 2, dtype=torch.int64), torch.ones(1, 2, dtype=torch.bool)
+    assert float(torchvision.ops.box_iou(boxes[0, :1], boxes[0, 1:])) == 0.6
+    assert torchvision_keep_sets(boxes, labels, valid, 0.6) == [{0, 1}]
+    for implementation in NMS_IMPLEMENTATIONS.values():
+        assert implementation(boxes, labels, valid, 0.6).tolist() == [[True, True]]
+    assert greedy_nms_keep_sorted(boxes.float(), labels, valid, 0.6).tolist() == [[True, False]]  # float32(0.6) > 0.6
+
+
+def test_nms_with_many_sparse_labels_and_empty_images() -> None:
+    """50 classes with gaps in their indices, an image without valid candidates and one with a single one."""
+    boxes, _, labels = random_candidates(11, 3, 200, 50)
+    labels = labels * 7 + 3  # [B, K] sparse, large class indices
+    valid = torch.rand(3, 200, generator=torch.Generator().manual_seed(5)) > 0.2
+    valid[1] = False
+    valid[2] = False
+    valid[2, 17] = True
+    keep = greedy_nms_keep_sorted(boxes, labels, valid, 0.4)
+    assert torch.equal(keep, _blocks_keep(boxes, labels, valid, 0.4))
+    assert [set(torch.nonzero(k)[:, 0].tolist()) for k in keep] == torchvision_keep_sets(boxes, labels, valid, 0.4)
+    assert keep[1].sum() == 0 and torch.nonzero(keep[2])[:, 0].tolist() == [17]
+
+
+def test_nms_in_half_precision_runs_the_blocks() -> None:
+    """torchvision's CPU kernel takes float32 and float64 only: float16 boxes are decided by the blocks, here on
+    whole-pixel boxes (exact in float16) as torchvision decides them in float32."""
+    boxes, _, labels = random_candidates(2, 2, NMS_BLOCK_SIZE + 30, 2)
+    boxes = boxes.round()
+    valid = torch.ones(2, NMS_BLOCK_SIZE + 30, dtype=torch.bool)
+    keep = greedy_nms_keep_sorted(boxes.half(), labels, valid, 0.5)
+    assert torch.equal(keep, _blocks_keep(boxes.half(), labels, valid, 0.5))
     assert [set(torch.nonzero(k)[:, 0].tolist()) for k in keep] == torchvision_keep_sets(boxes, labels, valid, 0.5)
 
 
