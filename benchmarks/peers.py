@@ -825,7 +825,7 @@ def run_quality(
 ) -> tuple[dict[str, Any], nn.Module | None]:
     """Train ``system`` with ``schedule`` and score it, or take the result (and the trained weights, when kept)
     from ``settings.results``; the weights go to ``<results>_weights/``."""
-    key = "/".join([str(size), system.family, schedule, *(settings.zoo_overrides if system.is_brickzoo else [])])
+    key = result_key(system, schedule, size, settings)
     cache = json.loads(settings.results.read_text()) if settings.results and settings.results.exists() else {}
     weights = None if settings.results is None else weights_file(settings.results, key)
     if key in cache and cache[key].get("fingerprint") == json.loads(json.dumps(fingerprint(system))):
@@ -846,6 +846,12 @@ def run_quality(
         weights.parent.mkdir(exist_ok=True)
         torch.save(model.state_dict(), weights)
     return result, model
+
+
+def result_key(system: System, schedule: str, size: int, settings: Settings) -> str:
+    """The run's key in ``--results``: size, task (brickzoo's family trains for both), family, schedule, overrides."""
+    overrides = settings.zoo_overrides if system.is_brickzoo else []
+    return "/".join([str(size), system.task, system.family, schedule, *overrides])
 
 
 def weights_file(results: Path, key: str) -> Path:

@@ -179,3 +179,18 @@ def test_brickzoo_schedule_is_what_fit_schedules() -> None:
     assert got == pytest.approx(expected, rel=1e-9)
     assert plan.clip == train_config.grad_clip_norm and not math.isnan(got[-1])
     assert np.isclose(plan.optimizer(torch.nn.Linear(2, 2)).param_groups[0]["weight_decay"], train_config.weight_decay)
+
+
+def test_results_keys_and_weight_files_differ_per_task_and_schedule(tmp_path: Path) -> None:
+    """brickzoo's recipe trains for detection and for segmentation: a resumed comparison must not take one task's
+    cached result (or weights) for the other's."""
+    settings = quick_settings()
+    zoo = {task: peers.make_systems(task, 64, settings)[0] for task in ("detection", "segmentation")}
+    fcos = peers.make_systems("detection", 64, settings)[2]
+    keys = {peers.result_key(zoo[task], "brickzoo", 64, settings) for task in zoo}
+    keys |= {peers.result_key(fcos, schedule, 64, settings) for schedule in ("own", "brickzoo")}
+    assert len(keys) == 4
+    assert len({peers.weights_file(tmp_path / "runs.json", key) for key in keys}) == 4
+    settings.zoo_overrides = ["model.heads.detect.head_channels=64"]  # a candidate fix gets its own entry
+    assert peers.result_key(zoo["detection"], "brickzoo", 64, settings) not in keys
+    assert peers.result_key(fcos, "own", 64, settings) in keys  # peers do not take brickzoo's overrides
