@@ -303,10 +303,13 @@ def greedy_nms_keep_sorted(
     boxes' dtype compared with the threshold as a double, see :func:`float32_at_most`). Images never
     influence each other. Three implementations of these same decisions:
 
-    - eager on the CPU (float32 or float64 boxes): torchvision's NMS kernel itself, once per image
-      and label present (:func:`_kernel_keep`), the fastest by far (15x the blocks at K = 1000);
-    - eager elsewhere (CUDA, whose kernel compares in float32, or half precision): the candidates
-      are decided block after block of :data:`NMS_BLOCK_SIZE` (:func:`_blocks_keep`);
+    - eager on the CPU with more than :data:`NMS_BLOCK_SIZE` candidates (float32 or float64
+      boxes): torchvision's NMS kernel itself, once per image and label present
+      (:func:`_kernel_keep`), 11x faster than the blocks at K = 1000;
+    - eager otherwise (up to one block of candidates, where one tensor block decides a whole
+      batch faster than a kernel call per image and label; CUDA, whose kernel compares in
+      float32; half precision): the candidates are decided block after block of
+      :data:`NMS_BLOCK_SIZE` (:func:`_blocks_keep`);
     - compiled or exported: one ``[B, K, K]`` IoU matrix decided in a ``torch.while_loop`` of
       parallel rounds (:func:`_decide_round`, an ONNX ``Loop`` of matrix-vector products), only
       fixed-size tensor ops.
@@ -330,7 +333,8 @@ def greedy_nms_keep_sorted(
         threshold = float32_at_most(iou_threshold) if boxes.dtype != torch.float64 else iou_threshold
         return _decide(_suppressors(boxes, labels, 0, boxes.shape[1], threshold), ~valid)
     tracing = torch.jit.is_tracing() or torch.jit.is_scripting()
-    if boxes.device.type == "cpu" and boxes.dtype in (torch.float32, torch.float64) and not tracing:
+    kernel = boxes.device.type == "cpu" and boxes.dtype in (torch.float32, torch.float64) and not tracing
+    if kernel and boxes.shape[1] > NMS_BLOCK_SIZE:
         return _kernel_keep(boxes, labels, valid, iou_threshold)
     return _blocks_keep(boxes, labels, valid, iou_threshold)
 

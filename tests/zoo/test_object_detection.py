@@ -30,6 +30,7 @@ from brickzoo.bag_of_bricks import _boxes, object_detection
 from brickzoo.bag_of_bricks._boxes import (
     NMS_BLOCK_SIZE,
     _blocks_keep,
+    _kernel_keep,
     anchor_points,
     float32_at_most,
     greedy_nms_keep_sorted,
@@ -140,9 +141,10 @@ def test_generalized_box_iou_loss_equals_torchvision(seed: int, num: int, spread
 
 
 # -- NMS -----------------------------------------------------------------------------------------
-# the eager implementations: on the CPU greedy_nms_keep_sorted runs torchvision's kernel per label; the blocks run
-# on other devices (and in half precision); the compiled single matrix is checked against them further down
-NMS_IMPLEMENTATIONS = {"cpu kernel": greedy_nms_keep_sorted, "blocks": _blocks_keep}
+# the eager implementations: on the CPU above one block of candidates greedy_nms_keep_sorted runs torchvision's
+# kernel per label; the blocks run below that, on other devices and in half precision; the compiled single matrix
+# is checked against them further down
+NMS_IMPLEMENTATIONS = {"cpu kernel": _kernel_keep, "blocks": _blocks_keep}
 
 
 def nms_mask(
@@ -324,6 +326,24 @@ def test_nms_with_many_sparse_labels_and_empty_images() -> None:
     assert torch.equal(keep, _blocks_keep(boxes, labels, valid, 0.4))
     assert [set(torch.nonzero(k)[:, 0].tolist()) for k in keep] == torchvision_keep_sets(boxes, labels, valid, 0.4)
     assert keep[1].sum() == 0 and torch.nonzero(keep[2])[:, 0].tolist() == [17]
+
+
+def test_eager_nms_takes_the_kernel_above_one_block_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which eager form greedy_nms_keep_sorted runs: the kernel for more than NMS_BLOCK_SIZE float candidates on
+    the CPU, the blocks for one block or fewer (one tensor block decides the whole batch) and for float16."""
+    taken: list[str] = []
+    monkeypatch.setattr(_boxes, "_kernel_keep", lambda *args: taken.append("kernel") or _kernel_keep(*args))
+    monkeypatch.setattr(_boxes, "_blocks_keep", lambda *args: taken.append("blocks") or _blocks_keep(*args))
+    for num, dtype in (
+        (NMS_BLOCK_SIZE + 1, torch.float32),
+        (NMS_BLOCK_SIZE, torch.float32),
+        (NMS_BLOCK_SIZE + 1, torch.float64),
+        (NMS_BLOCK_SIZE + 1, torch.float16),
+    ):
+        boxes, _, labels = random_candidates(0, 2, num, 3)
+        keep = greedy_nms_keep_sorted(boxes.to(dtype), labels, torch.ones(2, num, dtype=torch.bool), 0.5)
+        assert keep.shape == (2, num)
+    assert taken == ["kernel", "blocks", "kernel", "blocks"]
 
 
 def test_nms_in_half_precision_runs_the_blocks() -> None:
