@@ -854,6 +854,20 @@ def result_key(system: System, schedule: str, size: int, settings: Settings) -> 
     return "/".join([str(size), system.task, system.family, schedule, *overrides])
 
 
+def results_problem(path: Path) -> str | None:
+    """Why ``path`` cannot keep the finished runs (None when it can): a folder, or a file that is not the JSON
+    object an earlier run wrote."""
+    if path.is_dir():
+        return "expected a JSON file (created when missing), got a folder"
+    if not path.exists():
+        return None if path.parent.is_dir() else f"its folder {str(path.parent)!r} does not exist"
+    try:
+        found = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"expected the JSON object of an earlier run, got a file that is not JSON ({error})"
+    return None if isinstance(found, dict) else f"expected a JSON object of runs, got a {type(found).__name__}"
+
+
 def weights_file(results: Path, key: str) -> Path:
     """Where the trained weights of the run ``key`` are kept, next to the results file."""
     return results.parent / f"{results.stem}_weights" / (key.replace("/", "_").replace("=", "-") + ".pt")
@@ -1051,6 +1065,10 @@ def parse_settings() -> Settings:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (meaningless numbers)")
     args = parser.parse_args()
+    if args.results is not None:
+        problem = results_problem(args.results)
+        if problem:
+            parser.error(f"--results {str(args.results)!r}: {problem}")
     settings = Settings(
         sizes=args.size,
         quality_sizes=args.quality_sizes,

@@ -18,8 +18,9 @@ defaults for real images: ``pre_nms_top_k`` 1000 and
   see torch's CPU tensors, and torch keeps no CPU allocator statistics.)
 
 Then NMS alone at the largest size on the best ``pre_nms_top_k`` candidates (100, 300, 1000) of
-those outputs: brickzoo's ``greedy_nms_keep_sorted`` (eager on the CPU: torchvision's NMS kernel per
-image and label), its block-by-block formulation (eager on other devices), its single-matrix
+those outputs: brickzoo's ``greedy_nms_keep_sorted`` (eager on the CPU above 128 candidates:
+torchvision's NMS kernel per image and label), its block-by-block formulation (eager up to one block,
+on other devices and in half precision), its single-matrix
 formulation (the one compiled and ONNX graphs run, here run eagerly) and ``torchvision.ops.batched_nms``
 image by image, with the rounds of parallel decisions and a check that all four keep the same boxes.
 Run: ``python benchmarks/scale.py`` (``--quick`` for a smoke run).

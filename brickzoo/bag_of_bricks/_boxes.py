@@ -330,13 +330,22 @@ def greedy_nms_keep_sorted(
         [[True, False, True]]
     """
     if torch.compiler.is_compiling():
-        threshold = float32_at_most(iou_threshold) if boxes.dtype != torch.float64 else iou_threshold
-        return _decide(_suppressors(boxes, labels, 0, boxes.shape[1], threshold), ~valid)
-    tracing = torch.jit.is_tracing() or torch.jit.is_scripting()
-    kernel = boxes.device.type == "cpu" and boxes.dtype in (torch.float32, torch.float64) and not tracing
-    if kernel and boxes.shape[1] > NMS_BLOCK_SIZE:
+        return _decide(_suppressors(boxes, labels, 0, boxes.shape[1], _threshold(iou_threshold, boxes)), ~valid)
+    if boxes.shape[1] > NMS_BLOCK_SIZE and _kernel_applies(boxes):
         return _kernel_keep(boxes, labels, valid, iou_threshold)
     return _blocks_keep(boxes, labels, valid, iou_threshold)
+
+
+def _threshold(iou_threshold: float, boxes: torch.Tensor) -> float:
+    """The threshold to compare IoUs in the boxes' dtype with so that it acts as the double ``iou_threshold``:
+    itself for float64, else :func:`float32_at_most` (float16 and bfloat16 values are float32 values too)."""
+    return iou_threshold if boxes.dtype == torch.float64 else float32_at_most(iou_threshold)
+
+
+def _kernel_applies(boxes: torch.Tensor) -> bool:
+    """Whether torchvision's CPU NMS kernel can decide ``boxes``: CPU, float32 or float64, not traced by TorchScript."""
+    tracing = torch.jit.is_tracing() or torch.jit.is_scripting()
+    return boxes.device.type == "cpu" and boxes.dtype in (torch.float32, torch.float64) and not tracing
 
 
 def _kernel_keep(boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -368,7 +377,7 @@ def _blocks_keep(boxes: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
     all), is suppressed by the kept candidates of the earlier blocks, then decides within itself
     in rounds. The same decisions as the single matrix, about 6x less time at K = 1000.
     """
-    threshold = float32_at_most(iou_threshold) if boxes.dtype != torch.float64 else iou_threshold
+    threshold = _threshold(iou_threshold, boxes)
     num = boxes.shape[1]
     kept = torch.zeros_like(valid)  # [B, K]
     for start in range(0, num, NMS_BLOCK_SIZE):

@@ -228,8 +228,8 @@ class DetectionPostprocessor(nn.Module):
         score_threshold: candidates need a score above it.
         nms_threshold: IoU above which the lower-scored box of a class is suppressed.
         pre_nms_top_k: candidates per image entering NMS: compiled or exported, NMS holds a
-            ``pre_nms_top_k ** 2`` matrix per image; eager on the CPU, torchvision's NMS kernel per
-            image and label; eager elsewhere, blocks of 128 rows of the matrix.
+            ``pre_nms_top_k ** 2`` matrix per image; eager on the CPU above 128 candidates,
+            torchvision's NMS kernel per image and label; otherwise blocks of 128 rows of the matrix.
 
     Shape:
         - cls_logits ``[B, N, C]``, boxes ``[B, N, 4]`` xyxy in input pixels, centerness ``[B, N]``

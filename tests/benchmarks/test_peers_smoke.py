@@ -194,3 +194,27 @@ def test_results_keys_and_weight_files_differ_per_task_and_schedule(tmp_path: Pa
     settings.zoo_overrides = ["model.heads.detect.head_channels=64"]  # a candidate fix gets its own entry
     assert peers.result_key(zoo["detection"], "brickzoo", 64, settings) not in keys
     assert peers.result_key(fcos, "own", 64, settings) in keys  # peers do not take brickzoo's overrides
+
+
+def test_a_results_path_that_cannot_keep_runs_is_refused(tmp_path: Path) -> None:
+    """--results: a folder, a missing folder, a file that is not JSON or not an object: exit 2 naming the path."""
+    (tmp_path / "notes.json").write_text("not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "runs.json").write_text('{"64/detection/fcos/own": {}}')
+    assert peers.results_problem(tmp_path / "runs.json") is None
+    assert peers.results_problem(tmp_path / "new.json") is None  # created by the run
+    assert "got a folder" in str(peers.results_problem(tmp_path))
+    assert "does not exist" in str(peers.results_problem(tmp_path / "missing" / "runs.json"))
+    assert "not JSON" in str(peers.results_problem(tmp_path / "notes.json"))
+    assert "got a list" in str(peers.results_problem(tmp_path / "list.json"))
+    python = PYTHON if PYTHON.exists() else Path(sys.executable)
+    result = subprocess.run(
+        [str(python), str(ROOT / "benchmarks" / "peers.py"), "--quick", "--results", str(tmp_path / "notes.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics")},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "notes.json" in result.stderr and "not JSON" in result.stderr
+    assert (tmp_path / "notes.json").read_text() == "not json"  # untouched

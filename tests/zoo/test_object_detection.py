@@ -346,6 +346,22 @@ def test_eager_nms_takes_the_kernel_above_one_block_on_the_cpu(monkeypatch: pyte
     assert taken == ["kernel", "blocks", "kernel", "blocks"]
 
 
+@pytest.mark.parametrize("implementation", NMS_IMPLEMENTATIONS)
+def test_nms_with_non_finite_boxes_decides_as_torchvision(implementation: str) -> None:
+    """A diverged head gives NaN or infinite coordinates: NaN IoUs compare False (nothing suppressed by or for
+    them), infinite boxes get an infinite area; both forms decide as torchvision's kernel, past one block. (The
+    reference is ``nms`` on the one label: ``batched_nms`` offsets coordinates by their maximum, NaN here, and so
+    would keep every box.)"""
+    pattern = torch.tensor([[0.0, 0, 10, 10], [float("nan"), 0, 10, 10], [1, 1, 10, 10], [0, 0, float("inf"), 10]])
+    num = 4 * (NMS_BLOCK_SIZE // 4 + 2)
+    boxes = pattern.repeat(num // 4, 1)[None]  # [1, K, 4]
+    labels, valid = torch.zeros(1, num, dtype=torch.int64), torch.ones(1, num, dtype=torch.bool)
+    keep = NMS_IMPLEMENTATIONS[implementation](boxes, labels, valid, 0.5)
+    expected = torchvision.ops.nms(boxes[0], torch.linspace(1.0, 0.01, num), 0.5)
+    assert set(torch.nonzero(keep[0])[:, 0].tolist()) == set(expected.tolist())
+    assert keep[0, :4].tolist() == [True, True, False, True]  # the NaN and the infinite box are kept
+
+
 def test_nms_in_half_precision_runs_the_blocks() -> None:
     """torchvision's CPU kernel takes float32 and float64 only: float16 boxes are decided by the blocks, here on
     whole-pixel boxes (exact in float16) as torchvision decides them in float32."""
