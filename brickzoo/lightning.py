@@ -38,6 +38,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from brickzoo._collection import BrickCollection
 from brickzoo._groups import LOSS, METRIC, MODEL, Stage
 from brickzoo.errors import BrickDefinitionError, DataError, WeightsError
+from brickzoo.training._loop import resolve_amp, set_channels_last
 from brickzoo.training._step import (
     BOXES_DROPPED,
     TOTAL_LOSS,
@@ -590,6 +591,7 @@ class _RunFolderWriter(pl.Callback):
             return
         module = cast(_RecipeModule, pl_module)
         collection = module.collection.cpu().eval()
+        set_channels_last(collection, False)
         collection.save_bricks(self.run_dir / "weights", exist_ok=True)
         write_graph(self.run_dir, collection)
         if self.preview is not None:
@@ -614,7 +616,9 @@ def fit_with_lightning(
     The recipe's ``train`` settings map onto Lightning: the optimizer and warm-up + cosine schedule
     of :mod:`brickzoo.training` (stepped per optimizer step, as long as the optimizer steps the
     trainer will take: ``trainer.estimated_stepping_batches``), ``grad_clip_norm`` to
-    ``gradient_clip_val``, ``amp`` to ``precision`` and ``loss_weights`` to the module. Lightning
+    ``gradient_clip_val``, ``amp`` to ``precision`` (``"auto"`` resolved for ``device`` by
+    :func:`~brickzoo.training.resolve_amp`), ``channels_last`` to the weights' memory format
+    (returned to the default before the weights are written) and ``loss_weights`` to the module. Lightning
     swaps in a ``DistributedSampler`` under ``ddp``/``fsdp``, so each process sees its share of
     the data. The module, its factories and the loaders pickle, so ``ddp_spawn`` works too.
 
@@ -638,6 +642,8 @@ def fit_with_lightning(
     val_loader = recipe.loader("val") if "val" in recipe.datasets else None
     preview = next(iter(recipe.loader("val", shuffle=False))) if val_loader is not None else None
     module = _RecipeModule(recipe.model, config)
+    if config.channels_last:
+        set_channels_last(module.collection, True)  # the _RunFolderWriter returns it to the default layout
     trainer = pl.Trainer(
         max_epochs=config.epochs,
         limit_train_batches=config.steps_per_epoch,
@@ -645,7 +651,7 @@ def fit_with_lightning(
         strategy=strategy,
         num_nodes=num_nodes,
         accelerator=_ACCELERATOR[config.device],
-        precision=_PRECISION[config.amp],  # type: ignore[arg-type]
+        precision=_PRECISION[resolve_amp(config.amp, config.device)],  # type: ignore[arg-type]
         gradient_clip_val=config.grad_clip_norm,
         default_root_dir=run_dir,
         logger=CSVLogger(run_dir, name="lightning", version=""),

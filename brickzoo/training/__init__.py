@@ -42,7 +42,17 @@ from brickzoo.training._finetune import (
     param_groups,
     weights_folder,
 )
-from brickzoo.training._loop import FitResult, evaluate, fit, resolve_device, seed_everything, seeded
+from brickzoo.training._loop import (
+    FitResult,
+    evaluate,
+    fit,
+    native_bf16,
+    resolve_amp,
+    resolve_device,
+    seed_everything,
+    seeded,
+    set_channels_last,
+)
 from brickzoo.training._plots import Panel, plot_loss_curves, plot_panels, predictions_grid
 from brickzoo.training._run_folder import (
     check_output_folder,
@@ -80,17 +90,20 @@ __all__ = [
     "lr_factor",
     "make_output_folder",
     "matches",
+    "native_bf16",
     "param_groups",
     "plot_loss_curves",
     "plot_panels",
     "predictions_grid",
     "read_metrics",
+    "resolve_amp",
     "resolve_device",
     "restore_rng_state",
     "run_checkpoint",
     "save_checkpoint",
     "seed_everything",
     "seeded",
+    "set_channels_last",
     "visualize_batch",
     "warmup_steps",
     "weights_folder",

@@ -12,7 +12,7 @@ from typing import Any
 from brickzoo.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-AMP_MODES = ("none", "bf16", "fp16")
+AMP_MODES = ("none", "auto", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -48,7 +48,8 @@ class TrainConfig:
     # -- per step ---------------------------------------------------------------------------------
     grad_clip_norm: float | None = 1.0  # clip the global gradient norm to this; None: no clipping
     loss_weights: dict[str, float] = field(default_factory=dict)  # {loss name: weight}; others weigh 1
-    amp: str = "none"  # "none" | "bf16" | "fp16" mixed precision; CUDA only except bf16, which runs on CPU too
+    amp: str = "none"  # "none" | "auto" | "bf16" | "fp16" mixed precision, see resolve_amp()
+    channels_last: bool = False  # train and validate with 4-D weights in channels-last memory format
 
     # -- fine-tuning ------------------------------------------------------------------------------
     freeze: list[str] = field(default_factory=list)  # brick path patterns to freeze, see freeze()
@@ -161,6 +162,7 @@ def _value_problems(v: Mapping[str, Any]) -> list[str]:
     clip = v["grad_clip_norm"]
     check(clip is None or (_number(clip) and clip > 0), f"grad_clip_norm must be None or a number > 0, got {clip!r}")
     check(v["amp"] in AMP_MODES, f"amp must be one of {list(AMP_MODES)}, got {v['amp']!r}")
+    check(isinstance(v["channels_last"], bool), f"channels_last must be true or false, got {v['channels_last']!r}")
     check(v["device"] in DEVICES, f"device must be one of {list(DEVICES)}, got {v['device']!r}")
     check(_int(v["seed"]) and v["seed"] >= 0, f"seed must be an integer >= 0, got {v['seed']!r}")
     check(_int(v["log_every"]) and v["log_every"] >= 1, f"log_every must be an integer >= 1, got {v['log_every']!r}")

@@ -137,11 +137,46 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU from Ampere on, a CPU with
+    AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, on CPUs without AVX512 many times slower
+    than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def resolve_amp(amp: str, device: str | torch.device) -> str:
+    """The autocast mode that ``amp`` (a :class:`TrainConfig` value) gives on ``device``.
+
+    ``"auto"`` is ``"bf16"`` where the device computes bfloat16 in hardware (:func:`native_bf16`)
+    and ``"none"`` (float32) elsewhere; the other values are returned as they are.
+
+    Example:
+        >>> resolve_amp("none", "cpu"), resolve_amp("fp16", "cpu")
+        ('none', 'fp16')
+    """
+    if amp != "auto":
+        return amp
+    return "bf16" if native_bf16(resolve_device(device)) else "none"
+
+
+def set_channels_last(collection: torch.nn.Module, channels_last: bool) -> None:
+    """Give every 4-D parameter and buffer of ``collection`` the channels-last memory format, or
+    return them to the default (contiguous) one. The tensors keep their identity (an optimizer
+    built before still holds them); a convolution with channels-last weights writes channels-last
+    outputs, so the whole network runs in that layout."""
+    collection.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 class _Precision:
-    """Autocast, plus a gradient scaler for fp16, as ``amp`` asks and the device allows."""
+    """Autocast, plus a gradient scaler for fp16, as ``amp`` (resolved by :func:`resolve_amp`) asks
+    and the device allows."""
 
     def __init__(self, amp: str, device: torch.device) -> None:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_amp(amp, device))
         if dtype is torch.float16 and device.type != "cuda":
             warnings.warn(
                 f"amp='fp16' needs a CUDA device; running in float32 on {device} instead "
@@ -266,6 +301,14 @@ def _prefixed(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return {f"{prefix}/{name}": value for name, value in values.items()}
 
 
+def _layout_line(trainer: _Trainer) -> str:
+    """What ``amp`` and ``channels_last`` came to on the trainer's device, said once before training."""
+    dtype = trainer.precision.dtype
+    precision = f"{str(dtype).removeprefix('torch.')} autocast" if dtype is not None else "float32"
+    layout = "channels-last" if trainer.config.channels_last else "default (contiguous)"
+    return f"training on {trainer.device} in {precision} (amp {trainer.config.amp!r}), {layout} memory format"
+
+
 def _summary_line(record: Mapping[str, Any], loss_names: Iterable[str]) -> str:
     """One readable line per epoch: lr, total losses, validation metrics, speed, boxes the transforms dropped.
 
@@ -308,7 +351,7 @@ def evaluate(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``... or a ``torch.device``.
         stage: the stage whose groups run (TEST: MODEL, LOSS and METRIC bricks).
         loss_weights: weights of the losses in the total ``loss`` (1 for names not given).
-        amp: ``"none"`` | ``"bf16"`` | ``"fp16"`` autocast.
+        amp: ``"none"`` | ``"auto"`` | ``"bf16"`` | ``"fp16"`` autocast (see :func:`resolve_amp`).
         max_batches: stop after this many batches.
         quiet: no progress bar.
 
@@ -390,6 +433,8 @@ class _Trainer:
         if config.freeze:
             freeze(collection, config.freeze)
         collection.to(device)
+        if config.channels_last:
+            set_channels_last(collection, True)
         steps_per_epoch = _steps_per_epoch(train_loader, config)
         optimizer = build_optimizer(collection, config)
         return cls(
@@ -695,9 +740,15 @@ def fit(
         run.mkdir(parents=True, exist_ok=True)
         write_config(run, config.to_dict(), TRAIN_CONFIG_FILE)
         write_graph(run, collection)
+    if not quiet and (config.amp == "auto" or config.channels_last):
+        tqdm.write(_layout_line(trainer))
     epochs = _Epochs(trainer, run, loss_names, history, checkpoint, quiet)
     end_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
-    epoch, last = epochs.run_until(train_loader, val_loader, epoch, end_epoch)
+    try:
+        epoch, last = epochs.run_until(train_loader, val_loader, epoch, end_epoch)
+    finally:
+        if config.channels_last:
+            set_channels_last(collection, False)
     final = {**last, "seconds_total": time.perf_counter() - started}
     if run is not None:
         write_final_metrics(run, final)

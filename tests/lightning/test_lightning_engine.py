@@ -150,3 +150,36 @@ def test_the_module_and_loaders_pickle_for_ddp_spawn() -> None:
         loader = pickle.loads(pickle.dumps(recipe.loader(split)))
         batch, expected = next(iter(loader)), next(iter(recipe.loader(split)))
         assert torch.equal(batch["images"], expected["images"]), split
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_channels_last_and_amp_auto_map_onto_lightning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """``channels_last`` trains in that layout and is undone before the weights are written; ``amp: auto`` is
+    bf16-mixed only where the device computes bfloat16."""
+    from brickzoo.training import _loop
+
+    monkeypatch.setattr(_loop, "native_bf16", lambda device: native)
+    config = tiny_config(train_samples=8, epochs=1)
+    config["train"].update(channels_last=True, amp="auto")
+    recipe = build_recipe(config)
+    seen: list[tuple[bool, torch.dtype]] = []
+
+    def hook(module: torch.nn.Module, _: Any, output: torch.Tensor) -> None:
+        if module.training and output.shape[1] > 1 and output.shape[-1] > 1:  # channels-last is visible
+            seen.append((output.is_contiguous(memory_format=torch.channels_last), output.dtype))
+
+    for module in recipe.model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(hook)
+    fit_with_lightning(recipe, tmp_path / "run", devices=1, quiet=True)
+    assert seen and {layout for layout, _ in seen} == {True}
+    assert {dtype for _, dtype in seen} == {torch.bfloat16 if native else torch.float32}
+    state = recipe.model.state_dict()
+    assert all(v.is_contiguous() for v in state.values())  # the layout is given back
+    saved = {k.removeprefix("collection."): v for k, v in last_checkpoint(tmp_path / "run")["state_dict"].items()}
+    written = build_recipe(config).model
+    written.load_bricks(tmp_path / "run" / "weights", strict=True)
+    for name, value in written.state_dict().items():
+        assert torch.equal(value, saved[name]), name

@@ -30,9 +30,10 @@ def one_thread() -> object:
     torch.set_num_threads(threads)
 
 
-def config(epochs: int) -> TrainConfig:
+def config(epochs: int, **more: object) -> TrainConfig:
     # dropout (global RNG), AdamW, warm-up + cosine and clipping all carry state across epochs
-    return TrainConfig(epochs=epochs, lr=2e-2, warmup_steps=3, min_lr=1e-3, device="cpu", grad_clip_norm=0.5)
+    values: dict[str, object] = {"lr": 2e-2, "warmup_steps": 3, "min_lr": 1e-3, "device": "cpu", "grad_clip_norm": 0.5}
+    return TrainConfig(epochs=epochs, **{**values, **more})  # type: ignore[arg-type]
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -41,16 +42,18 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert not different, different
 
 
-def test_two_plus_two_resumed_epochs_equal_four(tmp_path: Path) -> None:
+@pytest.mark.parametrize("more", [{}, {"channels_last": True, "amp": "bf16"}], ids=["default", "channels_last bf16"])
+def test_two_plus_two_resumed_epochs_equal_four(tmp_path: Path, more: dict[str, object]) -> None:
     straight = toy_collection()
-    fit(straight, loader(48), loader(16, seed=1, shuffle=False), config(4), tmp_path / "straight", quiet=True)
+    settings = config(4, **more)
+    fit(straight, loader(48), loader(16, seed=1, shuffle=False), settings, tmp_path / "straight", quiet=True)
 
     run = tmp_path / "resumed"
     first = toy_collection()
-    half = fit(first, loader(48), loader(16, seed=1, shuffle=False), config(4), run, stop_after_epoch=2, quiet=True)
+    half = fit(first, loader(48), loader(16, seed=1, shuffle=False), settings, run, stop_after_epoch=2, quiet=True)
     assert half.epochs_completed == 2 and half.checkpoint == run / "checkpoint"
     second = toy_collection(seed=123)  # another initialisation: everything must come from the checkpoint
-    rest = fit(second, loader(48), loader(16, seed=1, shuffle=False), config(4), run, resume=True, quiet=True)
+    rest = fit(second, loader(48), loader(16, seed=1, shuffle=False), settings, run, resume=True, quiet=True)
     assert rest.epochs_completed == 4 and rest.global_step == 12
     assert_same_weights(weights(second), weights(straight))
     # the run folder tells the same story: four epoch lines equal to the uninterrupted run's
