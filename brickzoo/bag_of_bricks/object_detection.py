@@ -94,13 +94,29 @@ def _norm_groups(channels: int) -> int:
     return groups
 
 
+class ContiguousGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that normalises its input in the default (contiguous) memory layout.
+
+    Its output is contiguous whatever the input's layout. On the CPU, torch's GroupNorm kernels
+    for channels-last inputs are several times slower than for contiguous ones: forward and
+    backward of a ``[32, 32, 16, 16]`` bfloat16 map take 7.3 ms channels-last, 0.37 ms contiguous
+    and 1.6 ms with the copy (torch 2.14, one thread). A model trained with ``channels_last``
+    (:class:`~brickzoo.training.TrainConfig`) gets channels-last maps from its convolutions, so
+    this copy made the detection step 1.12x faster. For a contiguous input the copy is a no-op;
+    the parameters and the state dict are ``nn.GroupNorm``'s.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x.contiguous(), self.num_groups, self.weight, self.bias, self.eps)
+
+
 def _conv_tower(channels: int, num_convs: int) -> nn.Sequential:
     """``num_convs`` x (3x3 conv, GroupNorm with at least 2 channels per group, ReLU) keeping ``channels``."""
     layers: list[nn.Module] = []
     for _ in range(num_convs):
         layers += [
             nn.Conv2d(channels, channels, kernel_size=3, padding=1),
-            nn.GroupNorm(_norm_groups(channels), channels),
+            ContiguousGroupNorm(_norm_groups(channels), channels),
             nn.ReLU(inplace=True),
         ]
     return nn.Sequential(*layers)
