@@ -106,6 +106,7 @@ class Settings:
     quality_sizes: list[int]
     tasks: list[str]
     systems: list[str] | None = None  # family names to run (None: all)
+    schedules: list[str] | None = None  # the peers' schedules to train ("own", "brickzoo"; None: both)
     train_samples: int | None = None
     held_out: int = 1024
     epochs: int | None = None
@@ -411,8 +412,8 @@ def brickzoo_system(name: str, family: str, task: str, config: dict[str, Any]) -
 
 
 def brickzoo_step(config: dict[str, Any], model: nn.Module, batch: Batch) -> Callable[[], object]:
-    """``fit``'s own per-batch step (``_Trainer.step``) on one batch."""
-    from brickzoo.training import TrainConfig
+    """``fit``'s own per-batch step (``_Trainer.step``) on one batch, in the recipe's precision and memory format."""
+    from brickzoo.training import TrainConfig, set_channels_last
     from brickzoo.training._finetune import build_optimizer
     from brickzoo.training._loop import _Precision, _Trainer
     from brickzoo.training._schedule import build_scheduler
@@ -429,6 +430,8 @@ def brickzoo_step(config: dict[str, Any], model: nn.Module, batch: Batch) -> Cal
         precision=_Precision(train_config.amp, torch.device("cpu")),
         steps_per_epoch=10_000,
     )
+    if train_config.channels_last:
+        set_channels_last(collection, True)
     model.train()
     return lambda: trainer.step(batch, check=False)
 
@@ -999,6 +1002,13 @@ def target_lines(result: TaskResult) -> list[str]:
     return lines
 
 
+def schedules_to_train(system: System, settings: Settings) -> list[str]:
+    """The schedules ``system`` trains with: ``--schedules`` picks among a peer's; brickzoo's recipe always trains."""
+    if system.is_brickzoo or settings.schedules is None:
+        return list(system.schedules)
+    return [schedule for schedule in system.schedules if schedule in settings.schedules]
+
+
 def run_task(task: str, size: int, settings: Settings) -> TaskResult:
     """Quality (at the quality sizes), then speed of every system of ``task`` at ``size``."""
     systems = make_systems(task, size, settings)
@@ -1006,7 +1016,7 @@ def run_task(task: str, size: int, settings: Settings) -> TaskResult:
     models: dict[str, nn.Module] = {}
     if size in settings.quality_sizes:
         for system in systems:
-            for schedule in system.schedules:
+            for schedule in schedules_to_train(system, settings):
                 found, model = run_quality(system, schedule, size, settings)
                 quality[(system.name, schedule)] = found
                 if model is not None:
@@ -1048,6 +1058,13 @@ def parse_settings() -> Settings:
         default=None,
         help="families: brickzoo brickzoo-r18 fcos yolo smp-fpn smp-unet (default: all)",
     )
+    parser.add_argument(
+        "--schedules",
+        nargs="+",
+        choices=["own", "brickzoo"],
+        default=None,
+        help="the peers' schedules to train: their own defaults and/or brickzoo's (default: both)",
+    )
     parser.add_argument("--train-samples", type=int, default=None, help="training images (default: the recipe's)")
     parser.add_argument("--held-out", type=int, default=1024, help="held-out images")
     parser.add_argument("--epochs", type=int, default=None, help="epochs for every system (default: the recipe's)")
@@ -1074,6 +1091,7 @@ def parse_settings() -> Settings:
         quality_sizes=args.quality_sizes,
         tasks=list(TASKS) if args.task == "all" else [args.task],
         systems=args.systems,
+        schedules=args.schedules,
         train_samples=args.train_samples,
         held_out=args.held_out,
         epochs=args.epochs,

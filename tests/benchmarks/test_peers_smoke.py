@@ -218,3 +218,32 @@ def test_a_results_path_that_cannot_keep_runs_is_refused(tmp_path: Path) -> None
     assert result.returncode == 2, result.stderr
     assert "notes.json" in result.stderr and "not JSON" in result.stderr
     assert (tmp_path / "notes.json").read_text() == "not json"  # untouched
+
+
+def test_schedules_pick_the_peers_runs_and_keep_brickzoos_recipe() -> None:
+    settings = quick_settings()
+    systems = peers.make_systems("detection", 64, settings)
+    assert [peers.schedules_to_train(s, settings) for s in systems] == [
+        ["brickzoo"],
+        ["brickzoo"],
+        ["own", "brickzoo"],
+        ["own", "brickzoo"],
+    ]
+    settings.schedules = ["brickzoo"]
+    assert [peers.schedules_to_train(s, settings) for s in systems] == [["brickzoo"]] * 4
+    settings.schedules = ["own"]
+    assert [peers.schedules_to_train(s, settings) for s in systems] == [["brickzoo"], ["brickzoo"], ["own"], ["own"]]
+
+
+def test_brickzoo_step_trains_in_the_recipes_precision_and_layout() -> None:
+    """The timed step is fit's: shapes_detection's channels_last and amp reach it (the layout of every conv)."""
+    settings = quick_settings()
+    (zoo,) = [s for s in peers.make_systems("detection", 64, settings) if s.family == "brickzoo"]
+    assert zoo.config["train"]["channels_last"] is True and zoo.config["train"]["amp"] == "auto"
+    model = zoo.build()
+    batch = next(iter(peers.training_loader(zoo.config, batch_size=2)))
+    step = zoo.step(model, batch)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    step()  # one optimizer step in that layout
+    assert all(torch.isfinite(p).all() for p in model.parameters())
