@@ -38,7 +38,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from brickzoo._collection import BrickCollection
 from brickzoo._groups import LOSS, METRIC, MODEL, Stage
 from brickzoo.errors import BrickDefinitionError, DataError, WeightsError
-from brickzoo.training._loop import resolve_amp, set_channels_last
+from brickzoo.training._loop import channels_last_while, resolve_amp, set_channels_last
 from brickzoo.training._step import (
     BOXES_DROPPED,
     TOTAL_LOSS,
@@ -642,8 +642,6 @@ def fit_with_lightning(
     val_loader = recipe.loader("val") if "val" in recipe.datasets else None
     preview = next(iter(recipe.loader("val", shuffle=False))) if val_loader is not None else None
     module = _RecipeModule(recipe.model, config)
-    if config.channels_last:
-        set_channels_last(module.collection, True)  # the _RunFolderWriter returns it to the default layout
     trainer = pl.Trainer(
         max_epochs=config.epochs,
         limit_train_batches=config.steps_per_epoch,
@@ -664,5 +662,6 @@ def fit_with_lightning(
         log_every_n_steps=config.log_every,
     )
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    trainer.fit(module, recipe.loader("train"), val_loader)
+    with channels_last_while(module.collection, config.channels_last):  # _RunFolderWriter also undoes it first
+        trainer.fit(module, recipe.loader("train"), val_loader)
     return _logged_scalars(trainer)

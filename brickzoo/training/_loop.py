@@ -143,8 +143,9 @@ def native_bf16(device: torch.device) -> bool:
     than float32."""
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    if device.type == "cpu":  # private probes of torch.cpu: a torch without them counts as emulating
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
     return False
 
 
@@ -169,6 +170,21 @@ def set_channels_last(collection: torch.nn.Module, channels_last: bool) -> None:
     built before still holds them); a convolution with channels-last weights writes channels-last
     outputs, so the whole network runs in that layout."""
     collection.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@contextlib.contextmanager
+def channels_last_while(collection: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Run a block with ``collection`` in channels-last memory format when ``enabled``, and give the
+    default layout back when it ends, also when it raises (a refused resume, a missing input, a
+    diverged loss), so the caller's model never stays in the training layout."""
+    if not enabled:
+        yield
+        return
+    set_channels_last(collection, True)
+    try:
+        yield
+    finally:
+        set_channels_last(collection, False)
 
 
 class _Precision:
@@ -433,8 +449,6 @@ class _Trainer:
         if config.freeze:
             freeze(collection, config.freeze)
         collection.to(device)
-        if config.channels_last:
-            set_channels_last(collection, True)
         steps_per_epoch = _steps_per_epoch(train_loader, config)
         optimizer = build_optimizer(collection, config)
         return cls(
@@ -732,23 +746,20 @@ def fit(
     config = config or TrainConfig()
     run = Path(run_dir) if run_dir is not None else None
     loss_names = _check_training_setup(collection, config)
-    trainer = _Trainer.create(collection, train_loader, config)
-    epoch, history, checkpoint = trainer.start(run, resume)
-    draw = run is not None and has_visualizations(collection)
-    preview = _check_first_batches(collection, train_loader, val_loader, draw)
-    if run is not None:
-        run.mkdir(parents=True, exist_ok=True)
-        write_config(run, config.to_dict(), TRAIN_CONFIG_FILE)
-        write_graph(run, collection)
-    if not quiet and (config.amp == "auto" or config.channels_last):
-        tqdm.write(_layout_line(trainer))
-    epochs = _Epochs(trainer, run, loss_names, history, checkpoint, quiet)
-    end_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
-    try:
+    with channels_last_while(collection, config.channels_last):
+        trainer = _Trainer.create(collection, train_loader, config)
+        epoch, history, checkpoint = trainer.start(run, resume)
+        draw = run is not None and has_visualizations(collection)
+        preview = _check_first_batches(collection, train_loader, val_loader, draw)
+        if run is not None:
+            run.mkdir(parents=True, exist_ok=True)
+            write_config(run, config.to_dict(), TRAIN_CONFIG_FILE)
+            write_graph(run, collection)
+        if not quiet and (config.amp == "auto" or config.channels_last):
+            tqdm.write(_layout_line(trainer))
+        epochs = _Epochs(trainer, run, loss_names, history, checkpoint, quiet)
+        end_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
         epoch, last = epochs.run_until(train_loader, val_loader, epoch, end_epoch)
-    finally:
-        if config.channels_last:
-            set_channels_last(collection, False)
     final = {**last, "seconds_total": time.perf_counter() - started}
     if run is not None:
         write_final_metrics(run, final)

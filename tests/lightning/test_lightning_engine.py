@@ -183,3 +183,21 @@ def test_channels_last_and_amp_auto_map_onto_lightning(
     written.load_bricks(tmp_path / "run" / "weights", strict=True)
     for name, value in written.state_dict().items():
         assert torch.equal(value, saved[name]), name
+
+
+def test_channels_last_is_given_back_when_lightning_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config(train_samples=8)
+    config["train"]["channels_last"] = True
+    recipe = build_recipe(config)
+    four_d = [p for p in recipe.model.parameters() if p.ndim == 4]
+    layouts: list[bool] = []
+
+    def failing_fit(*args: Any, **kwargs: Any) -> None:
+        layouts.append(all(p.is_contiguous(memory_format=torch.channels_last) for p in four_d))
+        raise RuntimeError("a worker died")
+
+    monkeypatch.setattr(pl.Trainer, "fit", failing_fit)
+    with pytest.raises(RuntimeError, match="a worker died"):
+        fit_with_lightning(recipe, tmp_path / "run", devices=1, quiet=True)
+    assert layouts == [True]  # trained in channels-last...
+    assert four_d and all(p.is_contiguous() for p in four_d)  # ...and given back although fit raised

@@ -4,15 +4,16 @@ rounding, the layout and precision each run takes, and the layout given back whe
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
-from training_toys import loader, toy_collection, weights
+from training_toys import RenamingLoader, loader, toy_collection, weights
 
 from brickzoo.bag_of_bricks.object_detection import ContiguousGroupNorm
-from brickzoo.errors import ConfigError
+from brickzoo.errors import BrickRuntimeError, ConfigError, MissingInputsError, WeightsError
 from brickzoo.training import TrainConfig, _loop, fit, native_bf16, resolve_amp, set_channels_last
 
 CL = torch.channels_last
@@ -62,12 +63,24 @@ def test_channels_last_trains_like_the_default_layout_and_gives_the_layout_back(
     assert four_d(candidate) and all(v.is_contiguous() for v in four_d(candidate).values())
 
 
-def test_channels_last_gives_the_layout_back_when_training_fails() -> None:
+@pytest.mark.parametrize("failure", ["diverged loss", "resume without checkpoint", "missing input"])
+def test_channels_last_gives_the_layout_back_when_fit_fails(tmp_path: Path, failure: str) -> None:
+    """Before the first step (a refused resume, a batch lacking a name) or during training (inf loss)."""
     collection = toy_collection()
-    bad = quick(channels_last=True, lr=1e6, grad_clip_norm=None)  # the loss turns inf/nan: fit raises
-    with pytest.raises(Exception, match="loss became"):
-        fit(collection, loader(64), config=bad, quiet=True)
-    assert all(v.is_contiguous() for v in four_d(collection).values())
+    settings = quick(channels_last=True)
+    train: Any = loader(64)
+    expected: type[Exception] = BrickRuntimeError
+    if failure == "diverged loss":
+        settings = quick(channels_last=True, lr=1e6, grad_clip_norm=None)
+    elif failure == "resume without checkpoint":
+        expected = WeightsError
+    else:
+        train = RenamingLoader(loader(32), {"labels": "targets"})
+        expected = MissingInputsError
+    resume = failure.startswith("resume")
+    with pytest.raises(expected):
+        fit(collection, train, config=settings, run_dir=tmp_path / "run", resume=resume, quiet=True)
+    assert four_d(collection) and all(v.is_contiguous() for v in four_d(collection).values())
 
 
 def test_set_channels_last_keeps_the_parameters_an_optimizer_holds() -> None:
@@ -156,3 +169,10 @@ def test_fit_says_what_amp_auto_and_channels_last_came_to(
     assert "in bfloat16 autocast (amp 'auto'), default (contiguous) memory format" in capsys.readouterr().out
     fit(toy_collection(), loader(16), config=quick(epochs=1))  # settings that need no explaining
     assert "memory format" not in capsys.readouterr().out
+
+
+def test_native_bf16_is_false_on_a_torch_without_the_cpu_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name)
+    assert native_bf16(torch.device("cpu")) is False
+    assert resolve_amp("auto", "cpu") == "none"
