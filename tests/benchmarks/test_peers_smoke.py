@@ -83,14 +83,14 @@ def test_quick_run_prints_a_table_per_task_with_every_system_and_schedule(tmp_pa
     assert {path.name for path in tmp_path.iterdir()} <= {"ultralytics"}, "something wrote into the working folder"
 
 
-def quick_settings() -> peers.Settings:
-    return peers.Settings(sizes=[64], quality_sizes=[], tasks=["detection"], train_samples=8, held_out=4)
+def quick_settings(work: Path) -> peers.Settings:
+    return peers.Settings(sizes=[64], quality_sizes=[], tasks=["detection"], train_samples=8, held_out=4, work=work)
 
 
 def test_yolo_files_hold_the_shapes_images_and_boxes(tmp_path: Path) -> None:
     """Written for Ultralytics, read back by brickzoo's YoloDetectionDataset: the shapes dataset's boxes, labels
     and pixels (8-bit)."""
-    config = peers.zoo_config("detection", 64, quick_settings())
+    config = peers.zoo_config("detection", 64, quick_settings(tmp_path))
     peers.write_yolo_data(config, tmp_path)
     reference = ShapesDataset(8, image_size=64, seed=0, max_shapes=3)
     for split, count in (("train", 8), ("val", 8)):
@@ -167,8 +167,8 @@ def test_fcos_schedule_is_the_torchvision_reference() -> None:
     assert got == pytest.approx(expected, rel=1e-9)
 
 
-def test_brickzoo_schedule_is_what_fit_schedules() -> None:
-    config = peers.zoo_config("detection", 64, quick_settings())
+def test_brickzoo_schedule_is_what_fit_schedules(tmp_path: Path) -> None:
+    config = peers.zoo_config("detection", 64, quick_settings(tmp_path))
     train_config = TrainConfig.from_dict(config["train"])
     total = 50
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=train_config.lr)
@@ -184,7 +184,7 @@ def test_brickzoo_schedule_is_what_fit_schedules() -> None:
 def test_results_keys_and_weight_files_differ_per_task_and_schedule(tmp_path: Path) -> None:
     """brickzoo's recipe trains for detection and for segmentation: a resumed comparison must not take one task's
     cached result (or weights) for the other's."""
-    settings = quick_settings()
+    settings = quick_settings(tmp_path)
     zoo = {task: peers.make_systems(task, 64, settings)[0] for task in ("detection", "segmentation")}
     fcos = peers.make_systems("detection", 64, settings)[2]
     keys = {peers.result_key(zoo[task], "brickzoo", 64, settings) for task in zoo}
@@ -220,8 +220,8 @@ def test_a_results_path_that_cannot_keep_runs_is_refused(tmp_path: Path) -> None
     assert (tmp_path / "notes.json").read_text() == "not json"  # untouched
 
 
-def test_schedules_pick_the_peers_runs_and_keep_brickzoos_recipe() -> None:
-    settings = quick_settings()
+def test_schedules_pick_the_peers_runs_and_keep_brickzoos_recipe(tmp_path: Path) -> None:
+    settings = quick_settings(tmp_path)
     systems = peers.make_systems("detection", 64, settings)
     assert [peers.schedules_to_train(s, settings) for s in systems] == [
         ["brickzoo"],
@@ -235,9 +235,9 @@ def test_schedules_pick_the_peers_runs_and_keep_brickzoos_recipe() -> None:
     assert [peers.schedules_to_train(s, settings) for s in systems] == [["brickzoo"], ["brickzoo"], ["own"], ["own"]]
 
 
-def test_brickzoo_step_trains_in_the_recipes_precision_and_layout() -> None:
+def test_brickzoo_step_trains_in_the_recipes_precision_and_layout(tmp_path: Path) -> None:
     """The timed step is fit's: shapes_detection's channels_last and amp reach it (the layout of every conv)."""
-    settings = quick_settings()
+    settings = quick_settings(tmp_path)
     (zoo,) = [s for s in peers.make_systems("detection", 64, settings) if s.family == "brickzoo"]
     assert zoo.config["train"]["channels_last"] is True and zoo.config["train"]["amp"] == "auto"
     model = zoo.build()
