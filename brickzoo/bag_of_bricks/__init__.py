@@ -30,7 +30,7 @@ from brickzoo.bag_of_bricks.image_classification import (
     ClassificationVisualizer,
     image_classification_bricks,
 )
-from brickzoo.bag_of_bricks.necks import BrickNeck, FeaturePyramid, fpn_bricks
+from brickzoo.bag_of_bricks.necks import BrickNeck, FeaturePyramid, PathAggregation, fpn_bricks, pan_bricks
 from brickzoo.bag_of_bricks.object_detection import object_detection_bricks
 from brickzoo.bag_of_bricks.preprocessors import Preprocessor, preprocessor_bricks
 from brickzoo.bag_of_bricks.semantic_segmentation import (
@@ -55,6 +55,7 @@ __all__ = [
     "FeatureLevel",
     "FeaturePyramid",
     "ImageClassifier",
+    "PathAggregation",
     "Preprocessor",
     "SemanticSegmentationDecoder",
     "SemanticSegmentationLoss",
@@ -70,6 +71,7 @@ __all__ = [
     "list_factories",
     "list_zoo",
     "object_detection_bricks",
+    "pan_bricks",
     "preprocessor_bricks",
     "register_factory",
     "resnet_to_brick",

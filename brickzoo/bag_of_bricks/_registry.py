@@ -74,7 +74,7 @@ def list_zoo() -> dict[str, list[str]]:
 
     Example:
         >>> list_zoo()["necks"]
-        ['fpn']
+        ['fpn', 'pan']
     """
     _load_zoo()
     zoo: dict[str, list[str]] = {f"{kind}s": [] for kind in KINDS}

@@ -72,7 +72,7 @@ def test_registering_a_name_twice_warns_and_replaces(monkeypatch: pytest.MonkeyP
     with pytest.warns(UserWarning, match=r"zoo factory 'twice' is registered twice"):
         register_factory("twice", "neck")(second)
     assert get_factory("twice").factory is second and get_factory("twice").summary == "The second."
-    assert list_zoo()["necks"] == ["fpn", "twice"]
+    assert list_zoo()["necks"] == ["fpn", "pan", "twice"]
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,10 @@ from brickzoo.bag_of_bricks._features import (
     feature_levels,
 )
 from brickzoo.bag_of_bricks.backbones import BrickBackbone, BrickBackboneNotTrainable, backbone_bricks
-from brickzoo.bag_of_bricks.necks import BrickNeck, fpn_bricks
+from brickzoo.bag_of_bricks.necks import BrickNeck, fpn_bricks, pan_bricks
 from brickzoo.bag_of_bricks.preprocessors import preprocessor_bricks
-from brickzoo.errors import BrickDefinitionError
+from brickzoo.errors import BrickDefinitionError, BrickInputError, ConfigError
+from brickzoo.zoo import build_model, load_config
 
 SIZE = 64
 
@@ -154,3 +155,135 @@ def test_features_arg_is_a_closed_union_that_mypy_can_check() -> None:
     assert typing.Any not in typing.get_args(FeaturesArg)
     with pytest.raises(BrickDefinitionError, match=r"features must be a tensor name.*got int"):
         fpn_bricks(3)  # type: ignore[arg-type]
+
+
+# -- pan_bricks ----------------------------------------------------------------------------------------
+def _reference_block(block: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """conv (no bias), BatchNorm with running statistics, SiLU, written out with the functional ops."""
+    conv, norm = block[0], block[1]
+    x = torch.nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding)
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    x = (x - norm.running_mean[:, None, None]) * scale[:, None, None] + norm.bias[:, None, None]
+    return x * torch.sigmoid(x)
+
+
+def _reference_fuse(fuse: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    y = _reference_block(fuse.split, x)  # type: ignore[arg-type]
+    half = y.shape[1] // 2
+    parts = [y[:, :half], y[:, half:]]
+    for pair in fuse.blocks:  # type: ignore[union-attr]
+        parts.append(_reference_block(pair[1], _reference_block(pair[0], parts[-1])))
+    return _reference_block(fuse.merge, torch.cat(parts, dim=1))  # type: ignore[arg-type]
+
+
+def _reference_pan(pan: torch.nn.Module, features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """PANet by hand: laterals, top-down (nearest x2 upsampling, concat, fuse), bottom-up (stride-2 conv, concat,
+    fuse), each step spelled out from the paper's description rather than the module's loops."""
+    lateral = [_reference_block(block, x) for block, x in zip(pan.laterals, features, strict=True)]  # type: ignore[arg-type]
+    p5 = lateral[2]
+    p4 = _reference_fuse(
+        pan.top_down[1], torch.cat([p5.repeat_interleave(2, 2).repeat_interleave(2, 3), lateral[1]], 1)
+    )  # type: ignore[index]
+    p3 = _reference_fuse(
+        pan.top_down[0], torch.cat([p4.repeat_interleave(2, 2).repeat_interleave(2, 3), lateral[0]], 1)
+    )  # type: ignore[index]
+    n4 = _reference_fuse(pan.bottom_up[0], torch.cat([_reference_block(pan.downsample[0], p3), p4], 1))  # type: ignore[index]
+    n5 = _reference_fuse(pan.bottom_up[1], torch.cat([_reference_block(pan.downsample[1], n4), p5], 1))  # type: ignore[index]
+    return [p3, n4, n5]
+
+
+@pytest.mark.parametrize("num_blocks", [1, 2])
+def test_pan_matches_a_hand_written_panet(num_blocks: int) -> None:
+    torch.manual_seed(0)
+    levels = [FeatureLevel("f/level2", 6, 8), FeatureLevel("f/level3", 10, 16), FeatureLevel("f/level4", 14, 32)]
+    brick = pan_bricks(levels, out_channels=8, num_blocks=num_blocks)["pan"]
+    for module in brick.modules():  # BatchNorm away from its identity start, so that every term counts
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+            module.bias.data.normal_()
+    brick.eval()
+    inputs = [torch.randn(2, 6, 16, 16), torch.randn(2, 10, 8, 8), torch.randn(2, 14, 4, 4)]
+    with torch.no_grad():
+        got = brick(dict(zip(["f/level2", "f/level3", "f/level4"], inputs, strict=True)))
+        expected = _reference_pan(brick.model, inputs)
+    assert list(got) == ["pyramid/level2", "pyramid/level3", "pyramid/level4"]
+    for name, value in zip(got, expected, strict=True):
+        torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_pan_reaches_the_coarsest_output_from_the_finest_input_where_fpn_does_not(bb_backbone: dict) -> None:
+    levels = bb_backbone["backbone"].feature_levels[2:]  # strides 8, 16, 32
+    inputs = {
+        f.name: torch.randn(2, f.channels, SIZE // f.stride, SIZE // f.stride, requires_grad=True) for f in levels
+    }
+    for factory, reaches in ((pan_bricks, True), (fpn_bricks, False)):
+        (brick,) = factory(levels, out_channels=8).values()
+        out = brick(inputs)
+        (gradient,) = torch.autograd.grad(out["pyramid/level4"].sum(), inputs["features/level2"], allow_unused=True)
+        assert (gradient is not None and bool(gradient.abs().sum() > 0)) is reaches, factory.__name__
+
+
+@pytest.mark.parametrize("size", [64, 70, 97])
+def test_pan_on_a_backbone_keeps_every_level_size_also_for_odd_images(bb_backbone: dict, size: int) -> None:
+    bricks = pan_bricks(bb_backbone, out_channels=16, levels=[2, 3, 4])
+    brick = bricks["pan"]
+    assert isinstance(brick, BrickNeck) and isinstance(brick, BrickTrainable)
+    assert brick.input_names == ["features/level2", "features/level3", "features/level4"]
+    expected = [FeatureLevel(f"pyramid/level{i}", 16, 2**i * 2) for i in (2, 3, 4)]
+    assert brick.feature_levels == feature_levels(bricks) == expected
+    collection = BrickCollection({"backbone": bb_backbone, "neck": bricks})
+    images = torch.randn(2, 3, size, size, requires_grad=True)
+    out = collection({"normalized": images}, return_inputs=False)
+    for level in expected:
+        backbone_level = out[level.name.replace("pyramid", "features")]
+        assert out[level.name].shape == (2, 16, *backbone_level.shape[-2:])
+    sum(out[level.name].square().mean() for level in expected).backward()  # type: ignore[union-attr]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in brick.parameters())
+
+
+def test_pan_bad_arguments(bb_backbone: dict) -> None:
+    with pytest.raises(BrickDefinitionError, match=r"pan_bricks: out_channels must be a positive int, got 0"):
+        pan_bricks(bb_backbone, out_channels=0)
+    with pytest.raises(BrickDefinitionError, match=r"pan_bricks: num_blocks must be a positive int, got True"):
+        pan_bricks(bb_backbone, num_blocks=True)
+    with pytest.raises(BrickDefinitionError, match=r"pan_bricks: output='./p' must be an absolute"):
+        pan_bricks(bb_backbone, output="./p")
+    with pytest.raises(BrickDefinitionError, match=r"pan_bricks: levels=\[7\]: \[7\] are not among them"):
+        pan_bricks(bb_backbone, levels=[7])
+    message = r"features/level2 \(stride 8\), features/level4 \(stride 32\) must each have twice the stride"
+    with pytest.raises(BrickDefinitionError, match=message):
+        pan_bricks(bb_backbone, levels=[2, 4])
+    with pytest.raises(BrickInputError, match=r"PathAggregation: expected 3 feature levels, got 2"):
+        pan_bricks(bb_backbone, levels=[2, 3, 4])["pan"].model(torch.zeros(1, 16, 8, 8), torch.zeros(1, 24, 4, 4))
+
+
+def test_onnx_export_of_backbone_and_pan(tmp_path: Path) -> None:
+    backbone = backbone_bricks("timm:mobilenetv3_small_050", out_indices=(2, 3, 4))
+    collection = BrickCollection(
+        {
+            "preprocessor": preprocessor_bricks(backbone),
+            "backbone": backbone,
+            "neck": pan_bricks(backbone, out_channels=8),
+        }
+    ).eval()
+    path = export_bricks_as_onnx(tmp_path / "trunk.onnx", collection, {"images": torch.rand(2, 3, SIZE, SIZE)})
+    report = check_onnx_parity(path, collection, {"images": torch.rand(3, 3, SIZE, SIZE)})
+    assert {f"pyramid/level{i}" for i in (2, 3, 4)} <= set(report.max_abs_diff)
+    assert report.worst < 1e-4, str(report)
+
+
+def test_a_recipe_names_the_pan_neck() -> None:
+
+    config, _ = load_config(
+        "shapes_detection",
+        ["model.neck.factory=pan", "model.neck.out_channels=16", "model.heads.detect.num_classes=4"],
+    )
+    model, _ = build_model(config)
+    assert type(model["pan"].model).__name__ == "PathAggregation"
+    outputs = model({"images": torch.rand(1, 3, SIZE, SIZE)}, groups="MODEL")
+    assert [outputs[f"pyramid/level{i}"].shape for i in (1, 2, 3)] == [(1, 16, 16, 16), (1, 16, 8, 8), (1, 16, 4, 4)]
+    assert outputs["detect/boxes"].shape == (1, 20, 4)
+    with pytest.raises(ConfigError, match=r"model.neck.num_block.*did you mean \['num_blocks'\]"):
+        load_config("shapes_detection", ["model.neck.factory=pan", "model.neck.num_block=2"])
