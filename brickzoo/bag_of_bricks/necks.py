@@ -209,6 +209,26 @@ def _select_levels(
     return [pair for pair in numbered if pair in chosen]
 
 
+def _neck_inputs(
+    owner: str, features: FeaturesArg, levels: Sequence[int | str] | None, output: str, **sizes: int
+) -> list[tuple[int, FeatureLevel]]:
+    """The selected ``(number, level)`` pairs of a neck factory, after checking its ``sizes`` (positive ints),
+    its ``output`` prefix (absolute) and the selected levels' channel counts."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise BrickDefinitionError(f"{owner}: {name} must be a positive int, got {value!r}")
+    if output.startswith("."):
+        raise BrickDefinitionError(
+            f"{owner}: output={output!r} must be an absolute name prefix (the levels are written as "
+            "'<output>/level<i>'); drop the leading './' or '../'"
+        )
+    selected = _select_levels(feature_levels(features, owner=owner), levels, owner=owner)
+    bad = [level.name for _, level in selected if level.channels <= 0]
+    if bad:
+        raise BrickDefinitionError(f"{owner}: levels {bad} declare no channel count; expected channels > 0")
+    return selected
+
+
 @register_factory("fpn", "neck")
 def fpn_bricks(
     features: FeaturesArg,
@@ -245,18 +265,8 @@ def fpn_bricks(
         >>> [(f.name, f.channels, f.stride) for f in neck["fpn"].feature_levels]
         [('pyramid/level3', 32, 16), ('pyramid/level4', 32, 32), ('pyramid/level5', 32, 64)]
     """
-    if isinstance(out_channels, bool) or not isinstance(out_channels, int) or out_channels <= 0:
-        raise BrickDefinitionError(f"fpn_bricks: out_channels must be a positive int, got {out_channels!r}")
-    if output.startswith("."):
-        raise BrickDefinitionError(
-            f"fpn_bricks: output={output!r} must be an absolute name prefix (the levels are written as "
-            "'<output>/level<i>'); drop the leading './' or '../'"
-        )
-    selected = _select_levels(feature_levels(features, owner="fpn_bricks"), levels)
+    selected = _neck_inputs("fpn_bricks", features, levels, output, out_channels=out_channels)
     inputs = [level for _, level in selected]
-    bad = [f.name for f in inputs if f.channels <= 0]
-    if bad:
-        raise BrickDefinitionError(f"fpn_bricks: levels {bad} declare no channel count; expected channels > 0")
     outputs = [FeatureLevel(f"{output}/level{n}", out_channels, f.stride) for n, f in selected]
     if extra_blocks:
         last_number, last = selected[-1]
@@ -305,19 +315,8 @@ def pan_bricks(
         [('pyramid/level2', 32, 8), ('pyramid/level3', 32, 16), ('pyramid/level4', 32, 32)]
     """
     owner = "pan_bricks"
-    for name, value in (("out_channels", out_channels), ("num_blocks", num_blocks)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise BrickDefinitionError(f"{owner}: {name} must be a positive int, got {value!r}")
-    if output.startswith("."):
-        raise BrickDefinitionError(
-            f"{owner}: output={output!r} must be an absolute name prefix (the levels are written as "
-            "'<output>/level<i>'); drop the leading './' or '../'"
-        )
-    selected = _select_levels(feature_levels(features, owner=owner), levels, owner=owner)
+    selected = _neck_inputs(owner, features, levels, output, out_channels=out_channels, num_blocks=num_blocks)
     inputs = [level for _, level in selected]
-    bad = [f.name for f in inputs if f.channels <= 0]
-    if bad:
-        raise BrickDefinitionError(f"{owner}: levels {bad} declare no channel count; expected channels > 0")
     strides = [f.stride for f in inputs]
     if any(coarse != 2 * fine for fine, coarse in itertools.pairwise(strides)):
         described = ", ".join(f"{f.name} (stride {f.stride})" for f in inputs)
