@@ -9,7 +9,7 @@ the same optimizer settings (AdamW with the same two weight-decay groups), clipp
 schedule, without bricks. Both train the same modules on the same batch in interleaved rounds.
 
 Rows: the classification and three-task models of ``shapes_multitask`` on a batch at ``--image-size``
-(64 px), and the realistic-size recipe ``shapes_multitask_320`` (MobileNetV3 + FPN, three heads) on
+(64 px), and the realistic-size recipe ``shapes_multitask_320`` (MobileNetV3 + PAN, three heads) on
 the first batch of its own training loader (320 px, its batch size and augmentation).
 
 A second table shows whether the 320-px data pipeline keeps up with training: images per second
@@ -80,7 +80,8 @@ def classification_losses(model: BrickCollection) -> Callable[[Batch], list[torc
 
 def multitask_losses(model: BrickCollection) -> Callable[[Batch], list[torch.Tensor]]:
     """The three-task model's training forward, by hand: returns its loss tensors."""
-    preprocessor, backbone, fpn = (module(model, p) for p in ("preprocessor", "backbone", "fpn"))
+    preprocessor, backbone = (module(model, p) for p in ("preprocessor", "backbone"))
+    neck = module(model, "fpn" if "fpn" in model else "pan")  # the 64-px recipes' FPN, the 320-px recipe's PAN
     cls_head, cls_loss, cls_metrics = (module(model, f"classify/{p}") for p in ("classify", "loss", "metrics"))
     seg_decode, seg_loss, seg_metrics = (module(model, f"segment/{p}") for p in ("decode", "loss", "metrics"))
     det_head, det_post, det_loss, det_metrics = (
@@ -91,7 +92,7 @@ def multitask_losses(model: BrickCollection) -> Callable[[Batch], list[torch.Ten
         images, labels, masks = batch["images"], batch["labels"], batch["masks"]
         boxes, box_labels = batch["boxes"], batch["box_labels"]
         levels = backbone(preprocessor(images))  # L x [B, C_i, H_i, W_i]
-        pyramid = fpn(*levels)  # L x [B, 64, H_i, W_i]
+        pyramid = neck(*levels)  # L x [B, 64, H_i, W_i]
         classified = cls_head(levels[-1])
         segmented = seg_decode(images, *pyramid)  # logits [B, K, H, W], predictions [B, H, W]
         det_raw = det_head(*pyramid).values()  # cls_logits [B, N, C], box_regression [B, N, 4], centerness [B, N]
