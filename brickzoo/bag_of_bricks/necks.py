@@ -185,7 +185,7 @@ def _level_number(level: FeatureLevel, position: int) -> int:
 
 
 def _select_levels(
-    available: list[FeatureLevel], levels: Sequence[int | str] | None, owner: str = "fpn_bricks"
+    available: list[FeatureLevel], levels: Sequence[int | str] | None, owner: str
 ) -> list[tuple[int, FeatureLevel]]:
     numbered = [(_level_number(f, i), f) for i, f in enumerate(available)]
     if levels is None:

@@ -287,3 +287,9 @@ def test_a_recipe_names_the_pan_neck() -> None:
     assert outputs["detect/boxes"].shape == (1, 20, 4)
     with pytest.raises(ConfigError, match=r"model.neck.num_block.*did you mean \['num_blocks'\]"):
         load_config("shapes_detection", ["model.neck.factory=pan", "model.neck.num_block=2"])
+    for override, message in [
+        ("model.neck.out_channels=abc", r"model.neck.out_channels: expected int, got str 'abc'"),
+        ("model.neck.num_blocks=1.5", r"model.neck.num_blocks: expected int, got float 1.5"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config("shapes_detection", ["model.neck.factory=pan", override])
