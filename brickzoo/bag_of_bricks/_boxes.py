@@ -7,6 +7,7 @@ dynamic batch. Boxes are ``(x1, y1, x2, y2)`` in input pixels throughout.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "anchor_points",
     "boxes_to_ltrb",
     "centerness_from_ltrb",
+    "complete_box_iou",
     "float32_at_most",
     "generalized_box_iou_loss",
     "greedy_nms_keep_sorted",
@@ -164,6 +166,46 @@ def generalized_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: fl
     iou = intersection / (union + eps)
     enclosing = (torch.maximum(x2, u2) - torch.minimum(x1, u1)) * (torch.maximum(y2, v2) - torch.minimum(y1, v1))
     return 1 - (iou - (enclosing - union) / (enclosing + eps))
+
+
+def complete_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """CIoU of paired boxes, elementwise with broadcasting: IoU minus a centre-distance and an aspect term.
+
+    ``CIoU = IoU - d^2 / c^2 - alpha * v`` where ``d`` is the distance between the box centres,
+    ``c`` the diagonal of the smallest box enclosing both, ``v = 4 / pi^2 * (atan(w2 / h2) -
+    atan(w1 / h1))^2`` and ``alpha = v / (1 - IoU + v)``, taken without gradient (as in the CIoU
+    paper and ``torchvision.ops.complete_box_iou_loss``, which gives ``1 - CIoU`` of the same
+    pairs, except for a box without width and height, whose aspect angle is 0 here and NaN there).
+    Scale-invariant, finite for any finite boxes, empty ones included.
+
+    Args:
+        boxes1 (Tensor[..., 4]): ``(x1, y1, x2, y2)``.
+        boxes2 (Tensor[..., 4]): ``(x1, y1, x2, y2)``, broadcast against ``boxes1``.
+        eps: keeps the divisions finite: added to the union, the squared diagonal and the heights.
+
+    Returns:
+        ciou (Tensor[...]): in ``(-1.5, 1]``; 1 for identical boxes (up to ``eps``).
+
+    Example:
+        >>> round(complete_box_iou(torch.tensor([0.0, 0, 2, 2]), torch.tensor([1.0, 0, 3, 2])).item(), 4)
+        0.2564
+    """
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)  # [...] each
+    u1, v1, u2, v2 = boxes2.unbind(dim=-1)  # [...] each
+    width1, height1 = x2 - x1, y2 - y1
+    width2, height2 = u2 - u1, v2 - v1
+    inter_width = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0)
+    inter_height = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp(min=0)
+    intersection = inter_width * inter_height
+    iou = intersection / (width1 * height1 + width2 * height2 - intersection + eps)
+    enclosing_width = torch.maximum(x2, u2) - torch.minimum(x1, u1)
+    enclosing_height = torch.maximum(y2, v2) - torch.minimum(y1, v1)
+    diagonal = enclosing_width**2 + enclosing_height**2
+    distance = ((u1 + u2 - x1 - x2) ** 2 + (v1 + v2 - y1 - y2) ** 2) / 4
+    aspect = (4 / math.pi**2) * (torch.atan(width2 / (height2 + eps)) - torch.atan(width1 / (height1 + eps))) ** 2
+    with torch.no_grad():
+        alpha = aspect / (1 - iou + aspect + eps)
+    return iou - distance / (diagonal + eps) - alpha * aspect
 
 
 def pairwise_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
