@@ -95,11 +95,14 @@ def multitask_losses(model: BrickCollection) -> Callable[[Batch], list[torch.Ten
         pyramid = neck(*levels)  # L x [B, 64, H_i, W_i]
         classified = cls_head(levels[-1])
         segmented = seg_decode(images, *pyramid)  # logits [B, K, H, W], predictions [B, H, W]
-        det_raw = det_head(*pyramid).values()  # cls_logits [B, N, C], box_regression [B, N, 4], centerness [B, N]
-        detections = det_post(*det_raw, images).values()  # boxes [B, D, 4], scores [B, D], labels [B, D]
+        # cls_logits [B, N, C], box_regression [B, N, 4], then centerness [B, N] (FCOS head) or
+        # box_distribution [B, N, 4, R] (task-aligned head, whose scores need no centre-ness)
+        det_raw = det_head(*pyramid)
+        centerness = det_raw.get("centerness")
+        detections = det_post(det_raw["cls_logits"], det_raw["box_regression"], centerness, images).values()
         losses = [cls_loss(classified["logits"], labels)["loss"]]
         losses += list(seg_loss(segmented["logits"], masks).values())
-        losses += list(det_loss(*det_raw, boxes, box_labels, *pyramid).values())
+        losses += list(det_loss(*det_raw.values(), boxes, box_labels, *pyramid).values())
         with torch.no_grad():
             cls_metrics.update(classified["predictions"], labels)
             seg_metrics.update(segmented["predictions"], masks)
