@@ -60,10 +60,12 @@ class FeaturePyramid(nn.Module):
         return tuple(self.fpn(named).values())  # each [B, out_channels, H_i, W_i]
 
 
-def _conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1) -> nn.Sequential:
-    """Convolution without bias, BatchNorm, SiLU."""
+def conv_norm_act(
+    in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
+    """Convolution without bias (``groups``: depthwise when equal to the channels), BatchNorm, SiLU."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.SiLU(inplace=True),
     )
@@ -80,12 +82,11 @@ class _CrossStageFuse(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int) -> None:
         super().__init__()
         hidden = max(1, out_channels // 2)
-        self.split = _conv_norm_act(in_channels, 2 * hidden)
+        self.split = conv_norm_act(in_channels, 2 * hidden)
         self.blocks = nn.ModuleList(
-            nn.Sequential(_conv_norm_act(hidden, hidden, 3), _conv_norm_act(hidden, hidden, 3))
-            for _ in range(num_blocks)
+            nn.Sequential(conv_norm_act(hidden, hidden, 3), conv_norm_act(hidden, hidden, 3)) for _ in range(num_blocks)
         )
-        self.merge = _conv_norm_act((2 + num_blocks) * hidden, out_channels)
+        self.merge = conv_norm_act((2 + num_blocks) * hidden, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = list(self.split(x).chunk(2, dim=1))  # 2 x [B, h, H, W]
@@ -130,11 +131,11 @@ class PathAggregation(nn.Module):
         if not self.in_channels:
             raise BrickDefinitionError("PathAggregation: expected at least one input level, got none")
         between = len(self.in_channels) - 1
-        self.laterals = nn.ModuleList(_conv_norm_act(c, out_channels) for c in self.in_channels)
+        self.laterals = nn.ModuleList(conv_norm_act(c, out_channels) for c in self.in_channels)
         self.top_down = nn.ModuleList(
             _CrossStageFuse(2 * out_channels, out_channels, num_blocks) for _ in range(between)
         )
-        self.downsample = nn.ModuleList(_conv_norm_act(out_channels, out_channels, 3, 2) for _ in range(between))
+        self.downsample = nn.ModuleList(conv_norm_act(out_channels, out_channels, 3, 2) for _ in range(between))
         self.bottom_up = nn.ModuleList(
             _CrossStageFuse(2 * out_channels, out_channels, num_blocks) for _ in range(between)
         )

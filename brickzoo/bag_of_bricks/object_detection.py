@@ -57,6 +57,7 @@ from brickzoo.bag_of_bricks._boxes import (
 )
 from brickzoo.bag_of_bricks._features import FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
+from brickzoo.bag_of_bricks.necks import conv_norm_act
 from brickzoo.errors import BrickDefinitionError, BrickInputError
 
 __all__ = [
@@ -604,14 +605,6 @@ HEAD_TYPES = ("fcos", "task_aligned")
 """The dense heads :func:`object_detection_bricks` builds (``head_type``)."""
 
 
-def _conv_bn_silu(in_channels: int, out_channels: int, kernel_size: int = 3, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.SiLU(inplace=True),
-    )
-
-
 class TaskAlignedHead(nn.Module):
     """Dense anchor-free detection head with one branch pair per feature level and box sides as distributions.
 
@@ -676,14 +669,14 @@ class TaskAlignedHead(nn.Module):
         self.reg_max = reg_max
 
         def box_branch(channels: int) -> nn.Sequential:
-            blocks = [_conv_bn_silu(channels if i == 0 else head_channels, head_channels) for i in range(num_convs)]
+            blocks = [conv_norm_act(channels if i == 0 else head_channels, head_channels, 3) for i in range(num_convs)]
             return nn.Sequential(*blocks, nn.Conv2d(head_channels, 4 * reg_max, kernel_size=1))
 
         def cls_branch(channels: int) -> nn.Sequential:
             blocks = []
             for i in range(num_convs):
                 width = channels if i == 0 else head_channels
-                blocks += [_conv_bn_silu(width, width, groups=width), _conv_bn_silu(width, head_channels, 1)]
+                blocks += [conv_norm_act(width, width, 3, groups=width), conv_norm_act(width, head_channels, 1)]
             return nn.Sequential(*blocks, nn.Conv2d(head_channels, num_classes, kernel_size=1))
 
         self.box_branches = nn.ModuleList(box_branch(c) for c in self.in_channels)
