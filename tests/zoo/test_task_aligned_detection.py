@@ -20,11 +20,11 @@ import torch.nn.functional as F
 import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_object_detection import LEVELS, TinyPyramid, scene  # the FCOS tests' helpers (tests/zoo is on sys.path)
 from torch import nn
 
 from brickzoo import BrickCollection, BrickTrainable, check_onnx_parity, export_bricks_as_onnx
 from brickzoo.bag_of_bricks._boxes import complete_box_iou
-from brickzoo.bag_of_bricks._features import FeatureLevel
 from brickzoo.bag_of_bricks.object_detection import (
     DetectionPostprocessor,
     TaskAlignedHead,
@@ -36,28 +36,8 @@ from brickzoo.zoo import build_recipe
 from brickzoo.zoo._config import apply_overrides, read_config
 
 STRIDES = [8, 16, 32]
-LEVELS = [FeatureLevel(f"features/level{i}", channels=16, stride=2**i) for i in (3, 4, 5)]
 SIZES = [(8, 8), (4, 4), (2, 2)]  # the levels of a 64 px image
 NUM_LOCATIONS = 64 + 16 + 4
-RED, GREEN = (0.9, 0.15, 0.1), (0.1, 0.8, 0.2)
-
-
-class TinyPyramid(nn.Module):
-    """Images [B, 3, H, W] to three feature maps of 16 channels at strides 8, 16 and 32."""
-
-    def __init__(self, channels: int = 16) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for i in range(3):
-            layers += [nn.Conv2d(3 if i == 0 else channels, channels, 3, stride=2, padding=1), nn.ReLU()]
-        self.stem = nn.Sequential(*layers)
-        self.down4 = nn.Sequential(nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU())
-        self.down5 = nn.Sequential(nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU())
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        level3 = self.stem(images)  # [B, C, H/8, W/8]
-        level4 = self.down4(level3)  # [B, C, H/16, W/16]
-        return level3, level4, self.down5(level4)  # ..., [B, C, H/32, W/32]
 
 
 def detector(num_classes: int = 2, spread_scores: bool = False, **kwargs: object) -> BrickCollection:
@@ -86,19 +66,6 @@ def detector(num_classes: int = 2, spread_scores: bool = False, **kwargs: object
         for norm in norms:
             norm.momentum = 0.1
     return model
-
-
-def scene() -> dict[str, torch.Tensor]:
-    """Two 64x64 images with coloured rectangles: image 0 one red object, image 1 a green and a red one."""
-    boxes = torch.tensor([[[8.0, 8, 40, 40], [0, 0, 0, 0]], [[24, 20, 56, 60], [4, 40, 20, 60]]])
-    labels = torch.tensor([[0, -1], [1, 0]])
-    images = torch.full((2, 3, 64, 64), 0.25)
-    for b in range(2):
-        for box, label in zip(boxes[b], labels[b], strict=True):
-            if label >= 0:
-                x1, y1, x2, y2 = (int(v) for v in box)
-                images[b, :, y1:y2, x1:x2] = torch.tensor(RED if label == 0 else GREEN)[:, None, None]
-    return {"images": images, "boxes": boxes, "box_labels": labels}
 
 
 def hand_points(sizes: list[tuple[int, int]], strides: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
