@@ -128,6 +128,30 @@ def _conv_tower(channels: int, num_convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _check_head_levels(owner: str, in_channels: Sequence[int], strides: Sequence[int]) -> None:
+    """A dense head's definition: one stride per input level, at least one level."""
+    if len(in_channels) != len(strides) or not strides:
+        raise BrickDefinitionError(
+            f"{owner}: expected one stride per input level, got {len(in_channels)} in_channels "
+            f"{list(in_channels)} and {len(strides)} strides {list(strides)}"
+        )
+
+
+def _check_head_features(
+    owner: str, features: Sequence[torch.Tensor], in_channels: Sequence[int], strides: Sequence[int]
+) -> None:
+    """A dense head's inputs: one ``[B, in_channels[l], H_l, W_l]`` map per level (metadata only)."""
+    if len(features) != len(strides):
+        raise BrickInputError(
+            f"{owner}: expected {len(strides)} feature levels (strides {list(strides)}), got {len(features)}"
+        )
+    for level, (x, channels, stride) in enumerate(zip(features, in_channels, strides, strict=True)):
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise BrickInputError(
+                f"{owner}: feature level {level} (stride {stride}): expected [B, {channels}, H, W], got {_describe(x)}"
+            )
+
+
 # -- head ---------------------------------------------------------------------------------------
 class FCOSHead(nn.Module):
     """Dense anchor-free detection head shared over feature levels.
@@ -174,11 +198,7 @@ class FCOSHead(nn.Module):
         prior_probability: float = 0.01,
     ) -> None:
         super().__init__()
-        if len(in_channels) != len(strides) or not strides:
-            raise BrickDefinitionError(
-                f"FCOSHead: expected one stride per input level, got {len(in_channels)} in_channels "
-                f"{list(in_channels)} and {len(strides)} strides {list(strides)}"
-            )
+        _check_head_levels("FCOSHead", in_channels, strides)
         if num_convs > 0 and head_channels < 2:
             raise BrickDefinitionError(
                 f"FCOSHead: head_channels must be at least 2 with num_convs={num_convs} (GroupNorm needs two "
@@ -204,17 +224,9 @@ class FCOSHead(nn.Module):
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))  # type: ignore[arg-type]
 
     def forward(self, *features: torch.Tensor) -> dict[str, torch.Tensor]:
-        if len(features) != len(self.strides):
-            raise BrickInputError(
-                f"FCOSHead: expected {len(self.strides)} feature levels (strides {self.strides}), got {len(features)}"
-            )
+        _check_head_features("FCOSHead", features, self.in_channels, self.strides)
         all_logits, all_boxes, all_centerness = [], [], []
         for level, (x, project, stride) in enumerate(zip(features, self.inputs, self.strides, strict=True)):
-            if x.ndim != 4 or x.shape[1] != self.in_channels[level]:
-                raise BrickInputError(
-                    f"FCOSHead: feature level {level} (stride {stride}): expected "
-                    f"[B, {self.in_channels[level]}, H, W], got {_describe(x)}"
-                )
             x = project(x)  # [B, D, H, W]
             height, width = x.shape[-2:]
             cls_logits = self.cls_logits(self.cls_tower(x))  # [B, C, H, W]
@@ -653,11 +665,7 @@ class TaskAlignedHead(nn.Module):
         reg_max: int = 16,
     ) -> None:
         super().__init__()
-        if len(in_channels) != len(strides) or not strides:
-            raise BrickDefinitionError(
-                f"TaskAlignedHead: expected one stride per input level, got {len(in_channels)} in_channels "
-                f"{list(in_channels)} and {len(strides)} strides {list(strides)}"
-            )
+        _check_head_levels("TaskAlignedHead", in_channels, strides)
         if num_convs < 1 or head_channels < 1 or reg_max < 2:
             raise BrickDefinitionError(
                 "TaskAlignedHead: expected num_convs >= 1, head_channels >= 1 and reg_max >= 2, got "
@@ -688,18 +696,9 @@ class TaskAlignedHead(nn.Module):
         self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32), persistent=False)
 
     def forward(self, *features: torch.Tensor) -> dict[str, torch.Tensor]:
-        if len(features) != len(self.strides):
-            raise BrickInputError(
-                f"TaskAlignedHead: expected {len(self.strides)} feature levels (strides {self.strides}), "
-                f"got {len(features)}"
-            )
+        _check_head_features("TaskAlignedHead", features, self.in_channels, self.strides)
         all_logits, all_boxes, all_distributions = [], [], []
         for level, (x, stride) in enumerate(zip(features, self.strides, strict=True)):
-            if x.ndim != 4 or x.shape[1] != self.in_channels[level]:
-                raise BrickInputError(
-                    f"TaskAlignedHead: feature level {level} (stride {stride}): expected "
-                    f"[B, {self.in_channels[level]}, H, W], got {_describe(x)}"
-                )
             batch_size, _, height, width = x.shape
             if self.training and batch_size * height * width == 1:
                 raise BrickInputError(
