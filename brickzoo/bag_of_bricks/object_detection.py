@@ -55,7 +55,7 @@ from brickzoo.bag_of_bricks._boxes import (
     greedy_nms_keep_sorted,
     ltrb_to_boxes,
 )
-from brickzoo.bag_of_bricks._features import FeaturesArg, feature_levels, select_levels
+from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels, select_levels
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.bag_of_bricks.necks import conv_norm_act
 from brickzoo.errors import BrickDefinitionError, BrickInputError
@@ -1188,6 +1188,24 @@ def _check_factory_arguments(
         raise BrickDefinitionError(f"{owner}: " + "; ".join(problems))
 
 
+def _detection_levels(features: FeaturesArg, strides: Sequence[int] | None, owner: str) -> list[FeatureLevel]:
+    """The levels ``features`` names (those of ``strides`` when given), each with its stride."""
+    if isinstance(features, str):
+        raise BrickDefinitionError(
+            f"{owner}: features={features!r} is a tensor name, which carries no stride, and detection needs the "
+            "stride of every feature level; pass FeatureLevel(name, channels, stride) objects or the bricks of "
+            "backbone_bricks/fpn_bricks"
+        )
+    levels = select_levels(feature_levels(features, owner=owner), strides, owner)
+    no_stride = [level.name for level in levels if level.stride <= 0]
+    if no_stride:
+        raise BrickDefinitionError(
+            f"{owner}: detection needs the stride of every feature level, got none for {no_stride}; pass "
+            "FeatureLevel(name, channels, stride) objects or the bricks of backbone_bricks/fpn_bricks"
+        )
+    return levels
+
+
 @register_factory("object_detection", "head")
 def object_detection_bricks(
     num_classes: int,
@@ -1289,19 +1307,7 @@ def object_detection_bricks(
         head_type,
         reg_max,
     )
-    if isinstance(features, str):
-        raise BrickDefinitionError(
-            f"{owner}: features={features!r} is a tensor name, which carries no stride, and detection needs the "
-            "stride of every feature level; pass FeatureLevel(name, channels, stride) objects or the bricks of "
-            "backbone_bricks/fpn_bricks"
-        )
-    levels = select_levels(feature_levels(features, owner=owner), strides, owner)
-    no_stride = [level.name for level in levels if level.stride <= 0]
-    if no_stride:
-        raise BrickDefinitionError(
-            f"{owner}: detection needs the stride of every feature level, got none for {no_stride}; pass "
-            "FeatureLevel(name, channels, stride) objects or the bricks of backbone_bricks/fpn_bricks"
-        )
+    levels = _detection_levels(features, strides, owner)
     level_names = [level.name for level in levels]
     strides = [level.stride for level in levels]
     in_channels = [level.channels for level in levels]
