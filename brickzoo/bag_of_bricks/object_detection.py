@@ -811,11 +811,10 @@ class TaskAlignedLoss(nn.Module):
         for name, value, least in (("reg_max", reg_max, 2), ("top_k", top_k, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 problems.append(f"{name} must be an int >= {least}, got {value!r}")
-        for name, number in (("alpha", alpha), ("beta", beta), ("cls_weight", cls_weight), ("box_weight", box_weight)):
+        numbers = {"alpha": alpha, "beta": beta, "cls_weight": cls_weight, "box_weight": box_weight}
+        for name, number in {**numbers, "dfl_weight": dfl_weight}.items():
             if not isinstance(number, (int, float)) or not math.isfinite(number) or number < 0:
                 problems.append(f"{name} must be a finite number >= 0, got {number!r}")
-        if not isinstance(dfl_weight, (int, float)) or not math.isfinite(dfl_weight) or dfl_weight < 0:
-            problems.append(f"dfl_weight must be a finite number >= 0, got {dfl_weight!r}")
         if problems:
             raise BrickDefinitionError("TaskAlignedLoss: " + "; ".join(problems))
         self.num_classes = num_classes
@@ -1157,7 +1156,7 @@ def _check_factory_arguments(
     nms_threshold: float,
     pre_nms_top_k: int,
     head_type: str,
-    reg_max: int,
+    reg_max: int | None,
 ) -> None:
     owner = "object_detection_bricks"
     problems = []
@@ -1165,6 +1164,8 @@ def _check_factory_arguments(
         problems.append(f"head_type must be one of {list(HEAD_TYPES)}, got {head_type!r}")
     elif head_type == "task_aligned" and num_convs < 1:
         problems.append(f"num_convs must be >= 1 with head_type='task_aligned', got {num_convs!r}")
+    elif head_type != "task_aligned" and reg_max is not None:  # would be ignored: say so rather than train without it
+        problems.append(f"reg_max applies to head_type='task_aligned' only, got reg_max={reg_max!r} with {head_type!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         problems.append(f"num_classes must be an int >= 1, got {num_classes!r}")
     elif class_names is not None and len(class_names) != num_classes:
@@ -1177,7 +1178,7 @@ def _check_factory_arguments(
         ("num_convs", num_convs, 0),
         ("max_detections", max_detections, 1),
         ("pre_nms_top_k", pre_nms_top_k, 1),
-        ("reg_max", reg_max, 2),
+        ("reg_max", 16 if reg_max is None else reg_max, 2),
     ]:
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             problems.append(f"{name} must be an int >= {least}, got {value!r}")
@@ -1222,7 +1223,7 @@ def object_detection_bricks(
     pre_nms_top_k: int = 1000,
     strides: Sequence[int] | None = None,
     head_type: str = "fcos",
-    reg_max: int = 16,
+    reg_max: int | None = None,
 ) -> dict[str, BrickInterface]:
     """Bricks of an anchor-free dense object detector over several feature levels: FCOS or task-aligned.
 
@@ -1271,8 +1272,8 @@ def object_detection_bricks(
             distributions, task-aligned assignment, BCE + CIoU + distribution focal losses). At
             320 px, 256 steps of the shapes data (benchmarks/README.md): mAP@0.5 0.47 with
             ``fcos`` against 0.66 with ``task_aligned`` on the same mobilenetv3 + PAN features.
-        reg_max: bins of each box side's distribution (``task_aligned`` only): sides reach
-            ``(reg_max - 1) * stride``.
+        reg_max: bins of each box side's distribution (``task_aligned`` only; None: 16): sides
+            reach ``(reg_max - 1) * stride``. Given with the FCOS head, it is refused, not ignored.
 
     Returns:
         ``{"head", "postprocess", "loss", "metrics", "visualize"}`` bricks.
@@ -1316,8 +1317,9 @@ def object_detection_bricks(
     head: nn.Module
     loss: nn.Module
     if head_type == "task_aligned":
-        head = TaskAlignedHead(num_classes, in_channels, strides, head_channels, num_convs, reg_max)
-        loss = TaskAlignedLoss(num_classes, strides, reg_max, targets_name=targets, target_labels_name=target_labels)
+        bins = 16 if reg_max is None else reg_max
+        head = TaskAlignedHead(num_classes, in_channels, strides, head_channels, num_convs, bins)
+        loss = TaskAlignedLoss(num_classes, strides, bins, targets_name=targets, target_labels_name=target_labels)
         post_inputs: list[str] | dict[str, str] = {
             "cls_logits": "./cls_logits",
             "boxes": "./box_regression",

@@ -585,6 +585,15 @@ def test_factory_checks_head_type_and_its_arguments() -> None:
         object_detection_bricks(2, LEVELS, head_type="task_aligned", reg_max=1)
     with pytest.raises(BrickDefinitionError, match="num_convs must be >= 1 with head_type='task_aligned', got 0"):
         object_detection_bricks(2, LEVELS, head_type="task_aligned", num_convs=0)
+    # the FCOS head has no distributions: reg_max with it is refused, not silently ignored
+    with pytest.raises(BrickDefinitionError, match="reg_max applies to head_type='task_aligned' only, got reg_max=8"):
+        object_detection_bricks(2, LEVELS, reg_max=8)
+    with pytest.raises(BrickDefinitionError, match=r"head_type must be one of .*got \['task_aligned'\]"):
+        object_detection_bricks(2, LEVELS, head_type=["task_aligned"])  # type: ignore[arg-type]
+    bins = object_detection_bricks(2, LEVELS, head_type="task_aligned", reg_max=8)["head"].model
+    assert cast(TaskAlignedHead, bins).reg_max == 8
+    default = object_detection_bricks(2, LEVELS, head_type="task_aligned")["head"].model
+    assert cast(TaskAlignedHead, default).reg_max == 16
     # problems are listed together
     with pytest.raises(BrickDefinitionError, match=r"head_type must be one of.*num_classes must be an int >= 1"):
         object_detection_bricks(0, LEVELS, head_type="bogus")
@@ -734,8 +743,14 @@ def test_a_recipe_builds_the_task_aligned_head_and_rejects_an_unknown_one() -> N
             r"model.heads.detect.*head_type must be one of \['fcos', 'task_aligned'\], got 'bogus'",
         ),
         ("model.heads.detect.reg_max=1", r"model.heads.detect.*reg_max must be an int >= 2, got 1"),
+        ("model.heads.detect.reg_max=sixteen", r"model.heads.detect.*reg_max"),
+        ("model.heads.detect.head_type=[task_aligned]", r"model.heads.detect.*head_type"),
     ]:
         with pytest.raises(ConfigError, match=message):
             build_recipe(
                 apply_overrides(config, ["model.heads.detect.head_type=task_aligned", override]), with_data=False
             )
+    # reg_max in an FCOS recipe would be ignored: refused with the key named
+    fcos = apply_overrides(config, ["model.heads.detect.head_type=fcos", "model.heads.detect.reg_max=8"])
+    with pytest.raises(ConfigError, match=r"model.heads.detect.*reg_max applies to head_type='task_aligned' only"):
+        build_recipe(fcos, with_data=False)
