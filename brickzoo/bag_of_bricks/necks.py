@@ -21,6 +21,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from brickzoo._bricks import BrickInterface, BrickTrainable
 from brickzoo.bag_of_bricks._features import BrickFeatureLevels, FeatureLevel, FeaturesArg, feature_levels
+from brickzoo.bag_of_bricks._layers import CrossStagePartial, conv_norm_act
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.errors import BrickDefinitionError, BrickInputError
 
@@ -58,41 +59,6 @@ class FeaturePyramid(nn.Module):
     def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         named = OrderedDict(zip(self.keys, features, strict=True))  # level -> [B, C_i, H_i, W_i]
         return tuple(self.fpn(named).values())  # each [B, out_channels, H_i, W_i]
-
-
-def conv_norm_act(
-    in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, groups: int = 1
-) -> nn.Sequential:
-    """Convolution without bias (``groups``: depthwise when equal to the channels), BatchNorm, SiLU."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.SiLU(inplace=True),
-    )
-
-
-class _CrossStageFuse(nn.Module):
-    """A cross-stage partial block (the C2f of YOLOv8's neck, without shortcuts).
-
-    A 1x1 convolution to ``2h`` channels (``h = out_channels // 2``, at least 1) is split into two
-    halves; ``num_blocks`` pairs of 3x3 convolutions refine the second half one after the other, and
-    a 1x1 convolution mixes the two halves and every refinement back to ``out_channels``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, num_blocks: int) -> None:
-        super().__init__()
-        hidden = max(1, out_channels // 2)
-        self.split = conv_norm_act(in_channels, 2 * hidden)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(conv_norm_act(hidden, hidden, 3), conv_norm_act(hidden, hidden, 3)) for _ in range(num_blocks)
-        )
-        self.merge = conv_norm_act((2 + num_blocks) * hidden, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = list(self.split(x).chunk(2, dim=1))  # 2 x [B, h, H, W]
-        for block in self.blocks:
-            parts.append(block(parts[-1]))
-        return self.merge(torch.cat(parts, dim=1))  # [B, out_channels, H, W]
 
 
 class PathAggregation(nn.Module):
@@ -133,11 +99,11 @@ class PathAggregation(nn.Module):
         between = len(self.in_channels) - 1
         self.laterals = nn.ModuleList(conv_norm_act(c, out_channels) for c in self.in_channels)
         self.top_down = nn.ModuleList(
-            _CrossStageFuse(2 * out_channels, out_channels, num_blocks) for _ in range(between)
+            CrossStagePartial(2 * out_channels, out_channels, num_blocks) for _ in range(between)
         )
         self.downsample = nn.ModuleList(conv_norm_act(out_channels, out_channels, 3, 2) for _ in range(between))
         self.bottom_up = nn.ModuleList(
-            _CrossStageFuse(2 * out_channels, out_channels, num_blocks) for _ in range(between)
+            CrossStagePartial(2 * out_channels, out_channels, num_blocks) for _ in range(between)
         )
 
     def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, ...]:

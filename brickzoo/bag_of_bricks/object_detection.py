@@ -56,8 +56,8 @@ from brickzoo.bag_of_bricks._boxes import (
     ltrb_to_boxes,
 )
 from brickzoo.bag_of_bricks._features import FeatureLevel, FeaturesArg, feature_levels, select_levels
+from brickzoo.bag_of_bricks._layers import conv_norm_act
 from brickzoo.bag_of_bricks._registry import register_factory
-from brickzoo.bag_of_bricks.necks import conv_norm_act
 from brickzoo.errors import BrickDefinitionError, BrickInputError
 
 __all__ = [

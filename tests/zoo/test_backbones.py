@@ -410,7 +410,7 @@ def test_torchvision_pretrained_offline_is_a_clear_zoo_error(monkeypatch: pytest
     [
         ("timm:resnet10x", ["unknown timm model 'resnet10x'", "timm:resnet10t"]),
         ("torchvision:resnet19", ["unknown torchvision model 'resnet19'", "torchvision:resnet18"]),
-        ("tv:resnet18", ["unknown backbone 'tv:resnet18'", "['timm', 'torchvision']"]),
+        ("tv:resnet18", ["unknown backbone 'tv:resnet18'", "['timm', 'torchvision', 'brickzoo']"]),
         ("resnet18", ["unknown backbone 'resnet18'", "torchvision:resnet18", "timm:resnet18"]),
         ("torchvision:vit_b_16", ["'vit_b_16' is not a supported backbone family", "'convnext*'", "timm:"]),
     ],

@@ -35,13 +35,14 @@ BACKBONES = {
     "torchvision:mobilenet_v3_small": "mobilenet_v3",
     "torchvision:efficientnet_b0": "efficientnet",
     "torchvision:regnet_x_400mf": "regnet",
+    "brickzoo:csp_darknet_n": "brickzoo",
 }
 HEADS = [entry.name for entry in list_factories("head")]
 DATA = ShapesDataset(num_samples=3, image_size=64, seed=3)
 
 
 def test_every_family_and_head_is_in_the_matrix() -> None:
-    assert set(BACKBONES.values()) == {"timm", *TORCHVISION_FAMILIES}
+    assert set(BACKBONES.values()) == {"timm", "brickzoo", *TORCHVISION_FAMILIES}
     assert set(HEADS) == set(HEAD_TASKS) == {"image_classification", "semantic_segmentation", "object_detection"}
 
 

@@ -7,6 +7,8 @@
 - ``torchvision:<model>``: the resnet/resnext/wide_resnet, convnext, mobilenet_v2/v3,
   efficientnet(_v2) and regnet families, cut into stages at every change of stride
   (:mod:`._torchvision`).
+- ``brickzoo:<model>``: brickzoo's own backbones, CSP-Darknet (YOLOv8's backbone) in the sizes
+  ``csp_darknet_n/s/m/l/x`` (:mod:`._darknet`); no downloadable weights.
 
 The brick writes one tensor per level under the absolute names ``"<output>/level<i>"`` and
 exposes them as :class:`FeatureLevel` (name, channels, stride) so that necks and heads size
@@ -29,6 +31,14 @@ from brickzoo.bag_of_bricks._features import FeatureLevel
 from brickzoo.bag_of_bricks._registry import register_factory
 from brickzoo.bag_of_bricks.backbones._bricks import BrickBackbone, BrickBackboneNotTrainable
 from brickzoo.bag_of_bricks.backbones._common import PREFIXES, PretrainedArg, split_name
+from brickzoo.bag_of_bricks.backbones._darknet import (
+    DARKNET_DATA_CONFIG,
+    DARKNET_SIZES,
+    CSPDarknet,
+    check_darknet_name,
+    csp_darknet,
+    darknet_backbone,
+)
 from brickzoo.bag_of_bricks.backbones._timm import (
     TimmFeatures,
     check_timm_name,
@@ -48,17 +58,21 @@ from brickzoo.errors import BrickDefinitionError, ZooError
 
 __all__ = [
     "BACKBONE_EXAMPLES",
+    "DARKNET_DATA_CONFIG",
+    "DARKNET_SIZES",
     "IMAGENET_DATA_CONFIG",
     "PREFIXES",
     "TORCHVISION_FAMILIES",
     "BrickBackbone",
     "BrickBackboneNotTrainable",
+    "CSPDarknet",
     "PretrainedArg",
     "StagedFeatures",
     "TimmFeatures",
     "backbone_bricks",
     "backbone_data_config",
     "check_backbone_name",
+    "csp_darknet",
 ]
 
 
@@ -80,17 +94,20 @@ def backbone_bricks(
     ``input_size``), which :func:`preprocessor_bricks` reads.
 
     Args:
-        name: ``"timm:<model>"`` (any timm model supporting ``features_only``) or
-            ``"torchvision:<model>"`` (see :data:`TORCHVISION_FAMILIES`).
+        name: ``"timm:<model>"`` (any timm model supporting ``features_only``),
+            ``"torchvision:<model>"`` (see :data:`TORCHVISION_FAMILIES`) or ``"brickzoo:<model>"``
+            (see :data:`DARKNET_SIZES`).
         images: the name of the tensor it reads.
         output: the prefix of the absolute names it writes (``"features"`` writes ``features/level<i>``).
         pretrained: False for random weights, True for the library's own weights (downloaded and
-            cached by timm/torchvision), or the path of a local weight file (a state dict of the
-            *full* model, ``.pth``/``.pt``/``.bin`` or ``.safetensors``; its classifier may have
-            any number of classes, every other tensor must fit).
+            cached by timm/torchvision; brickzoo's backbones have none), or the path of a local
+            weight file (a state dict of the *full* model, ``.pth``/``.pt``/``.bin`` or
+            ``.safetensors``; its classifier may have any number of classes, every other tensor
+            must fit).
         out_indices: the levels to write (negative counts from the end), all of them by default.
         trainable: False freezes the backbone (a :class:`BrickBackboneNotTrainable`).
-        **model_kwargs: passed to ``timm.create_model`` or the torchvision model builder.
+        **model_kwargs: passed to ``timm.create_model`` or the torchvision model builder;
+            brickzoo's backbones take ``in_channels``.
 
     Returns:
         ``{"backbone": BrickBackbone | BrickBackboneNotTrainable}``.
@@ -118,7 +135,7 @@ def backbone_bricks(
             f"backbone_bricks({name!r}): output={output!r} must be an absolute name prefix (the levels are "
             "written as absolute names '<output>/level<i>'); drop the leading './' or '../'"
         )
-    build = timm_backbone if prefix == "timm" else torchvision_backbone
+    build = {"timm": timm_backbone, "torchvision": torchvision_backbone, "brickzoo": darknet_backbone}[prefix]
     parts = build(name, model_name, pretrained, out_indices, model_kwargs)
     levels = [
         FeatureLevel(name=f"{output}/level{i}", channels=c, stride=s)
@@ -143,6 +160,7 @@ BACKBONE_EXAMPLES = [
     "torchvision:mobilenet_v3* (e.g. torchvision:mobilenet_v3_small, torchvision:mobilenet_v3_large)",
     "torchvision:efficientnet* (e.g. torchvision:efficientnet_b0, torchvision:efficientnet_v2_s)",
     "torchvision:regnet* (e.g. torchvision:regnet_x_400mf, torchvision:regnet_y_400mf)",
+    "brickzoo:csp_darknet_n/s/m/l/x (YOLOv8's CSP-Darknet backbone; e.g. brickzoo:csp_darknet_n)",
 ]
 backbone_bricks.zoo_examples = BACKBONE_EXAMPLES  # type: ignore[attr-defined]
 
@@ -151,7 +169,8 @@ def backbone_data_config(name: str, **model_kwargs: Any) -> dict[str, Any]:
     """The ``mean``, ``std`` and ``input_size`` of a backbone, without building its weights.
 
     timm models: ``timm.data.resolve_data_config`` of the model; torchvision models: the
-    transforms of their default weights, or ImageNet's statistics if they have none.
+    transforms of their default weights, or ImageNet's statistics if they have none; brickzoo's
+    backbones: images in [0, 1] unnormalised, as YOLOv8 (:data:`DARKNET_DATA_CONFIG`).
 
     Example:
         >>> backbone_data_config("torchvision:resnet18")["mean"]
@@ -160,6 +179,9 @@ def backbone_data_config(name: str, **model_kwargs: Any) -> dict[str, Any]:
     prefix, model_name = split_name(name)
     if prefix == "timm":
         return timm_data_config(timm_probe(name, model_name, model_kwargs))
+    if prefix == "brickzoo":
+        check_darknet_name(name, model_name)
+        return dict(DARKNET_DATA_CONFIG)
     check_torchvision_name(name, model_name)
     return torchvision_data_config(model_name)
 
@@ -167,8 +189,8 @@ def backbone_data_config(name: str, **model_kwargs: Any) -> dict[str, Any]:
 def check_backbone_name(name: str) -> str | None:
     """Why ``name`` is not a backbone name that :func:`backbone_bricks` can build, or None if it is.
 
-    Only the name is checked (prefix, model known to timm/torchvision, supported torchvision
-    family); nothing is built. Config validation uses it to report every problem at once.
+    Only the name is checked (prefix, model known to timm/torchvision/brickzoo, supported
+    torchvision family); nothing is built. Config validation uses it to report every problem at once.
 
     Example:
         >>> check_backbone_name("timm:resnet10t") is None
@@ -180,6 +202,8 @@ def check_backbone_name(name: str) -> str | None:
         prefix, model_name = split_name(name)
         if prefix == "timm":
             check_timm_name(name, model_name)
+        elif prefix == "brickzoo":
+            check_darknet_name(name, model_name)
         else:
             check_torchvision_name(name, model_name)
     except ZooError as exc:

@@ -13,7 +13,9 @@ from torch import nn
 
 from brickzoo.errors import BrickDefinitionError, ZooError
 
-PREFIXES = ("timm", "torchvision")
+PREFIXES = ("timm", "torchvision", "brickzoo")
+# brickzoo's own backbones (built in ._darknet), listed here for close matches without importing it
+BRICKZOO_MODELS = ("csp_darknet_n", "csp_darknet_s", "csp_darknet_m", "csp_darknet_l", "csp_darknet_x")
 
 PretrainedArg = bool | str | Path
 
@@ -40,7 +42,7 @@ def split_name(name: str) -> tuple[str, str]:
     hint = f"; did you mean {close}?" if close else ""
     raise ZooError(
         f"unknown backbone {name!r}: expected '<prefix>:<model>' with prefix one of {list(PREFIXES)} "
-        f"(e.g. 'timm:resnet10t' or 'torchvision:resnet18'){hint}"
+        f"(e.g. 'timm:resnet10t', 'torchvision:resnet18' or 'brickzoo:csp_darknet_n'){hint}"
     )
 
 
@@ -50,7 +52,7 @@ def torchvision_names() -> list[str]:
 
 
 def close_matches(model_name: str, prefix: str | None = None) -> list[str]:
-    """Prefixed backbone names close to ``model_name``, from timm, torchvision or both (``prefix=None``)."""
+    """Prefixed backbone names close to ``model_name``, from timm, torchvision, brickzoo or all (``prefix=None``)."""
     found: list[str] = []
     if prefix in (None, "timm"):
         timm_models = list(timm.list_models())
@@ -58,6 +60,8 @@ def close_matches(model_name: str, prefix: str | None = None) -> list[str]:
     if prefix in (None, "torchvision"):
         tv = difflib.get_close_matches(model_name, torchvision_names(), n=4, cutoff=0.6)
         found += [f"torchvision:{n}" for n in tv]
+    if prefix in (None, "brickzoo"):
+        found += [f"brickzoo:{n}" for n in difflib.get_close_matches(model_name, BRICKZOO_MODELS, n=4, cutoff=0.6)]
     return found
 
 
