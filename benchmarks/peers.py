@@ -17,7 +17,10 @@ parts of ``shapes_multitask_320`` at 320 px), also on the peer's backbone where 
 backbone is a plain one (resnet18 for FCOS); ``torchvision.models.detection.FCOS`` on a resnet18
 FPN (P3-P7, 256 channels, BatchNorm: torchvision's from-scratch setting); Ultralytics YOLOv8n
 from ``yolov8n.yaml``; segmentation_models_pytorch FPN and U-Net on brickzoo's encoder
-(``tu-<timm name>``, ``encoder_weights=None``). Every peer trains twice:
+(``tu-<timm name>``, ``encoder_weights=None``). smp takes timm encoders only, so where the recipe's
+backbone is brickzoo's own (``brickzoo:csp_darknet_n`` at 320 px) the smp peers get
+``timm:mobilenetv3_small_100`` and brickzoo's recipe runs a second time on that encoder
+(``brickzoo-timm``), next to the recipe as shipped. Every peer trains twice:
 
 - ``own``: the peer's own defaults. FCOS: torchvision's detection reference (SGD 0.01 per 16
   images scaled linearly to the batch, momentum 0.9, weight decay 1e-4, linear warm-up from 0.001
@@ -775,6 +778,10 @@ QUALITY_COLUMNS = {"detection": ("map_50", "map"), "segmentation": ("miou", "pix
 QUALITY_NAMES = {"map_50": "mAP@0.5", "map": "mAP@[.5:.95]", "miou": "mIoU", "pixel_accuracy": "pixel accuracy"}
 
 
+# smp's encoder when brickzoo's recipe uses a backbone smp cannot take (brickzoo's own CSP-Darknet)
+SMP_ENCODER = "timm:mobilenetv3_small_100"
+
+
 def make_systems(task: str, size: int, settings: Settings) -> list[System]:
     """brickzoo's recipe first (the reference of every ratio), then the peers of ``task``."""
     config = zoo_config(task, size, settings)
@@ -789,7 +796,13 @@ def make_systems(task: str, size: int, settings: Settings) -> list[System]:
             yolo_system(config, size, settings.work),
         ]
     else:
-        systems += [smp_system(config, size, "FPN"), smp_system(config, size, "Unet")]
+        shared = config
+        if not str(config["model"]["backbone"]["name"]).startswith("timm:"):
+            # smp's encoders come from timm only: brickzoo's recipe also runs on the encoder the peers get
+            shared = zoo_config(task, size, settings, backbone=SMP_ENCODER)
+            label = f"brickzoo {recipe} ({SMP_ENCODER.removeprefix('timm:')}, smp's encoder)"
+            systems.append(brickzoo_system(label, "brickzoo-timm", task, shared))
+        systems += [smp_system(shared, size, "FPN"), smp_system(shared, size, "Unet")]
     return [s for s in systems if settings.systems is None or s.family in settings.systems]
 
 
@@ -1056,7 +1069,7 @@ def parse_settings() -> Settings:
         "--systems",
         nargs="+",
         default=None,
-        help="families: brickzoo brickzoo-r18 fcos yolo smp-fpn smp-unet (default: all)",
+        help="families: brickzoo brickzoo-r18 brickzoo-timm fcos yolo smp-fpn smp-unet (default: all)",
     )
     parser.add_argument(
         "--schedules",

@@ -247,3 +247,25 @@ def test_brickzoo_step_trains_in_the_recipes_precision_and_layout(tmp_path: Path
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     step()  # one optimizer step in that layout
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_smp_gets_a_timm_encoder_and_brickzoo_runs_on_it_too_when_the_recipe_backbone_is_brickzoos(
+    tmp_path: Path,
+) -> None:
+    """At 320 px the recipe's backbone is brickzoo's CSP-Darknet, which smp cannot take as an encoder."""
+    settings = peers.Settings(sizes=[320], quality_sizes=[], tasks=["segmentation"], held_out=4, work=tmp_path)
+    systems = peers.make_systems("segmentation", 320, settings)
+    names = [(system.name, system.family) for system in systems]
+    assert names == [
+        ("brickzoo shapes_multitask_320_segment_only (csp_darknet_n)", "brickzoo"),
+        ("brickzoo shapes_multitask_320_segment_only (mobilenetv3_small_100, smp's encoder)", "brickzoo-timm"),
+        ("smp FPN (tu-mobilenetv3_small_100)", "smp-fpn"),
+        ("smp Unet (tu-mobilenetv3_small_100)", "smp-unet"),
+    ]
+    backbones = [system.config["model"]["backbone"]["name"] for system in systems]
+    assert backbones == ["brickzoo:csp_darknet_n", *["timm:mobilenetv3_small_100"] * 3]
+    model = systems[1].build()
+    assert type(model.get_submodule("backbone.model")).__name__ == "TimmFeatures"
+    # at 64 px the recipe's backbone is a timm model: smp runs on it, and no extra brickzoo row is made
+    families = [system.family for system in peers.make_systems("segmentation", 64, settings)]
+    assert families == ["brickzoo", "smp-fpn", "smp-unet"]
