@@ -232,3 +232,13 @@ def test_every_size_is_named() -> None:
     assert sorted(DARKNET_SIZES) == [f"csp_darknet_{s}" for s in "lmnsx"]
     for name in DARKNET_SIZES:
         assert check_backbone_name(f"brickzoo:{name}") is None
+
+
+def test_levels_that_do_not_exist_and_unknown_sizes() -> None:
+    with pytest.raises(BrickDefinitionError) as info:
+        backbone_bricks("brickzoo:csp_darknet_n", out_indices=[2, 5])
+    message = str(info.value)
+    assert "backbone_bricks('brickzoo:csp_darknet_n')" in message and "levels [5] do not exist" in message
+    assert "level4: 256 channels, stride 32" in message
+    with pytest.raises(ZooError, match=r"unknown brickzoo model 'csp_darknet_q'.*brickzoo:csp_darknet_n"):
+        csp_darknet("csp_darknet_q")

@@ -76,6 +76,11 @@ __all__ = [
 ]
 
 
+# per name prefix: the builder of the backbone, and the check of a model name without building it
+_BUILDERS = {"timm": timm_backbone, "torchvision": torchvision_backbone, "brickzoo": darknet_backbone}
+_NAME_CHECKS = {"timm": check_timm_name, "torchvision": check_torchvision_name, "brickzoo": check_darknet_name}
+
+
 @register_factory("backbone", "backbone")
 def backbone_bricks(
     name: str,
@@ -135,8 +140,7 @@ def backbone_bricks(
             f"backbone_bricks({name!r}): output={output!r} must be an absolute name prefix (the levels are "
             "written as absolute names '<output>/level<i>'); drop the leading './' or '../'"
         )
-    build = {"timm": timm_backbone, "torchvision": torchvision_backbone, "brickzoo": darknet_backbone}[prefix]
-    parts = build(name, model_name, pretrained, out_indices, model_kwargs)
+    parts = _BUILDERS[prefix](name, model_name, pretrained, out_indices, model_kwargs)
     levels = [
         FeatureLevel(name=f"{output}/level{i}", channels=c, stride=s)
         for i, c, s in zip(parts.indices, parts.channels, parts.strides, strict=True)
@@ -200,12 +204,7 @@ def check_backbone_name(name: str) -> str | None:
     """
     try:
         prefix, model_name = split_name(name)
-        if prefix == "timm":
-            check_timm_name(name, model_name)
-        elif prefix == "brickzoo":
-            check_darknet_name(name, model_name)
-        else:
-            check_torchvision_name(name, model_name)
+        _NAME_CHECKS[prefix](name, model_name)
     except ZooError as exc:
         return str(exc)
     return None

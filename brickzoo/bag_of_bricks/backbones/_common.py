@@ -14,8 +14,6 @@ from torch import nn
 from brickzoo.errors import BrickDefinitionError, ZooError
 
 PREFIXES = ("timm", "torchvision", "brickzoo")
-# brickzoo's own backbones (built in ._darknet), listed here for close matches without importing it
-BRICKZOO_MODELS = ("csp_darknet_n", "csp_darknet_s", "csp_darknet_m", "csp_darknet_l", "csp_darknet_x")
 
 PretrainedArg = bool | str | Path
 
@@ -61,7 +59,9 @@ def close_matches(model_name: str, prefix: str | None = None) -> list[str]:
         tv = difflib.get_close_matches(model_name, torchvision_names(), n=4, cutoff=0.6)
         found += [f"torchvision:{n}" for n in tv]
     if prefix in (None, "brickzoo"):
-        found += [f"brickzoo:{n}" for n in difflib.get_close_matches(model_name, BRICKZOO_MODELS, n=4, cutoff=0.6)]
+        from brickzoo.bag_of_bricks.backbones._darknet import DARKNET_SIZES  # imports this module
+
+        found += [f"brickzoo:{n}" for n in difflib.get_close_matches(model_name, DARKNET_SIZES, n=4, cutoff=0.6)]
     return found
 
 

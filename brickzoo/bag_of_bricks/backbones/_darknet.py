@@ -47,7 +47,7 @@ class DarknetSize(NamedTuple):
 
 _BASE_WIDTHS = (64, 128, 256, 512, 1024)
 _BASE_DEPTHS = (3, 6, 6, 3)
-DARKNET_SIZES: dict[str, DarknetSize] = {  # keys as BRICKZOO_MODELS
+DARKNET_SIZES: dict[str, DarknetSize] = {
     "csp_darknet_n": DarknetSize(0.33, 0.25, 1024),
     "csp_darknet_s": DarknetSize(0.33, 0.50, 1024),
     "csp_darknet_m": DarknetSize(0.67, 0.75, 768),
@@ -129,8 +129,7 @@ class CSPDarknet(nn.Module):
 
 def csp_darknet(model_name: str, in_channels: int = 3) -> CSPDarknet:
     """The CSP-Darknet of one of :data:`DARKNET_SIZES` (``"csp_darknet_n"`` is YOLOv8n's backbone, 1.3 M parameters)."""
-    if model_name not in DARKNET_SIZES:
-        raise ZooError(f"unknown brickzoo model {model_name!r}; {_hint(model_name)}")
+    check_darknet_name(f"brickzoo:{model_name}", model_name)
     size = DARKNET_SIZES[model_name]
     widths = [max(1, round(min(w, size.max_channels) * size.width)) for w in _BASE_WIDTHS]
     depths = [max(1, round(d * size.depth)) for d in _BASE_DEPTHS]
