@@ -42,7 +42,9 @@ eager and in onnxruntime where the system exports (``--onnx``); parameters.
 
 Run: ``python benchmarks/peers.py`` (the full comparison: quality at 64 px, speed at 64 and 320
 px; hours on 2 CPU cores); ``--size 64``, ``--task detection``, ``--systems fcos yolo``,
-``--results file.json`` (keeps finished training runs), ``--quick`` (a smoke run, numbers
+``--results file.json`` (keeps finished training runs), ``--train-seeds 0 1 2 3`` (every system
+trains on each of these training sets, ``data.train.seed``; the table gives the mean, a second
+table each set, and the targets are judged on the means), ``--quick`` (a smoke run, numbers
 meaningless).
 """
 
@@ -58,7 +60,9 @@ os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(tempfile.gettempdir(), "br
 
 import argparse
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import io
 import json
 import math
@@ -121,6 +125,7 @@ class Settings:
     quick: bool = False
     results: Path | None = None
     zoo_overrides: list[str] = field(default_factory=list)  # ``key=value`` overrides of brickzoo's recipes
+    train_seeds: list[int] | None = None  # train on each of these training sets (None: the recipe's)
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="brickzoo_peers_")))
 
 
@@ -672,6 +677,14 @@ def write_yolo_data(config: dict[str, Any], folder: Path) -> Path:
     return yaml_file
 
 
+def yolo_data_folder(config: dict[str, Any], size: int, work: Path) -> Path:
+    """Where the recipe's training images are written for Ultralytics: one folder per training set (its data
+    arguments, samples, seed and transforms), so a run over several ``--train-seeds`` never reads another's."""
+    data = config["data"]
+    key = json.dumps([data["args"], data["train"], data["transforms"]], sort_keys=True)
+    return work / f"yolo_data_{size}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 def train_ultralytics(model: nn.Module, config: dict[str, Any], size: int, work: Path) -> dict[str, Any]:
     """Ultralytics' ``DetectionTrainer`` with its defaults on the recipe's training images; ``model`` gets the
     trained EMA weights (what Ultralytics saves). Only the machine settings are set: CPU, ``workers=0``, no
@@ -679,7 +692,7 @@ def train_ultralytics(model: nn.Module, config: dict[str, Any], size: int, work:
     import ultralytics.data.utils as data_utils
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    folder = work / f"yolo_data_{size}"
+    folder = yolo_data_folder(config, size, work)
     yaml_file = folder / "data.yaml" if (folder / "data.yaml").exists() else write_yolo_data(config, folder)
     data_utils.check_font = lambda *args, **kwargs: None  # it would fetch Arial.ttf
     overrides = {
@@ -824,7 +837,8 @@ def score(system: System, model: nn.Module, loader: Iterable[Batch]) -> dict[str
 
 
 def fingerprint(system: System) -> dict[str, Any]:
-    """What a cached result must match: the data, epochs, batch size and held-out images."""
+    """What a cached result must match: the data, epochs, batch size, held-out images and brickzoo's schedule
+    (which the peers also train with: ``--zoo-set train.lr=...`` must not reuse their runs at another lr)."""
     data = system.config["data"]
     return {
         "args": data["args"],
@@ -833,6 +847,7 @@ def fingerprint(system: System) -> dict[str, Any]:
         "batch": data["batch_size"],
         "epochs": epochs_of(system.config),
         "backbone": system.config["model"]["backbone"]["name"],
+        "schedule": {key: value for key, value in system.config["train"].items() if key != "epochs"},
     }
 
 
@@ -865,8 +880,11 @@ def run_quality(
 
 
 def result_key(system: System, schedule: str, size: int, settings: Settings) -> str:
-    """The run's key in ``--results``: size, task (brickzoo's family trains for both), family, schedule, overrides."""
-    overrides = settings.zoo_overrides if system.is_brickzoo else []
+    """The run's key in ``--results``: size, task (brickzoo's family trains for both), family, schedule, and the
+    overrides: all of them for brickzoo's recipe, the data ones (a training set of ``--train-seeds``) for a peer."""
+    overrides = [
+        o for o in settings.zoo_overrides if system.is_brickzoo or o.split("=", 1)[0].strip().startswith("data.")
+    ]
     return "/".join([str(size), system.task, system.family, schedule, *overrides])
 
 
@@ -936,11 +954,13 @@ class TaskResult:
     task: str
     size: int
     systems: list[System]
-    quality: dict[tuple[str, str], dict[str, Any]]  # (system name, schedule) -> result
+    quality: dict[tuple[str, str], dict[str, Any]]  # (system name, schedule) -> result (the mean over the sets)
     images_per_second: dict[str, float]
     eager: dict[str, float]
     onnx: dict[str, float | str]
     params: dict[str, float]
+    per_set: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # each training set's result
+    train_seeds: list[int] | None = None
 
 
 def cell(value: float | str | None, digits: int = 2) -> str:
@@ -983,10 +1003,54 @@ def header(task: str) -> list[str]:
     return ["system", "schedule", *quality, *speed]
 
 
-def best(result: TaskResult, system: System, key: str) -> float | None:
-    """The system's best value of ``key`` over its schedules (None when it was not trained)."""
-    values = [found[key] for s in system.schedules if (found := result.quality.get((system.name, s)))]
+def best(result: TaskResult, system: System, key: str, training_set: int | None = None) -> float | None:
+    """The system's best value of ``key`` over its schedules (None when it was not trained): of the mean over
+    the training sets, or of the ``training_set``-th set's run."""
+    values = []
+    for schedule in system.schedules:
+        if training_set is None:
+            found = result.quality.get((system.name, schedule))
+        else:
+            runs = result.per_set.get((system.name, schedule), [])
+            found = runs[training_set] if training_set < len(runs) else None
+        if found is not None and key in found:
+            values.append(found[key])
     return max(values) if values else None
+
+
+def per_set_tables(result: TaskResult) -> list[str]:
+    """With several training sets: per quality value a table of each set's run, with the mean and the spread."""
+    if not result.per_set or len(result.train_seeds or []) < 2:
+        return []
+    tables = []
+    for key in QUALITY_COLUMNS[result.task]:
+        head = ["system", "schedule", *(f"set {seed}" for seed in result.train_seeds), "mean", "max - min"]
+        rows = []
+        for system in result.systems:
+            for schedule in system.schedules:
+                runs = result.per_set.get((system.name, schedule))
+                if not runs:
+                    continue
+                values = [run.get(key) for run in runs]
+                numbers = [v for v in values if v is not None]
+                label = "recipe (fit)" if system.is_brickzoo else SCHEDULE_LABELS[schedule]
+                spread = max(numbers) - min(numbers) if numbers else None
+                mean = result.quality[(system.name, schedule)].get(key)
+                rows.append([system.name, label, *(cell(v, 3) for v in values), cell(mean, 3), cell(spread, 3)])
+        tables.append(f"\n{QUALITY_NAMES[key]} on each training set (seed of data.train):")
+        tables.append(markdown_table(head, rows))
+    return tables
+
+
+def wins_on_sets(result: TaskResult, zoo: System, peer: System, key: str) -> str:
+    """``, ahead on k of n training sets`` when several sets ran (empty otherwise)."""
+    if not result.per_set or not result.train_seeds or len(result.train_seeds) < 2:
+        return ""
+    wins = 0
+    for index in range(len(result.train_seeds)):
+        ours, theirs = best(result, zoo, key, index), best(result, peer, key, index)
+        wins += ours is not None and theirs is not None and ours >= theirs
+    return f", means over {len(result.train_seeds)} training sets; brickzoo ahead on {wins} of them"
 
 
 def target_lines(result: TaskResult) -> list[str]:
@@ -1003,7 +1067,7 @@ def target_lines(result: TaskResult) -> list[str]:
             if ours is not None and theirs is not None:
                 lines.append(
                     f"target: brickzoo {QUALITY_NAMES[key]} {ours:.3f} >= {peer.name} {theirs:.3f} "
-                    f"(the better of its schedules): {verdict(ours >= theirs)}"
+                    f"(the better of its schedules{wins_on_sets(result, zoo, peer, key)}): {verdict(ours >= theirs)}"
                 )
     if peers and zoo.name in result.images_per_second:
         fastest = max(peers, key=lambda s: result.images_per_second[s.name])
@@ -1022,31 +1086,65 @@ def schedules_to_train(system: System, settings: Settings) -> list[str]:
     return [schedule for schedule in system.schedules if schedule in settings.schedules]
 
 
+def training_sets(settings: Settings) -> list[Settings]:
+    """The settings of each training set of ``--train-seeds`` (``data.train.seed=S`` appended to the overrides,
+    so brickzoo's results are kept per set and every peer's data follows), or ``[settings]``."""
+    if not settings.train_seeds:
+        return [settings]
+    return [
+        dataclasses.replace(settings, zoo_overrides=[*settings.zoo_overrides, f"data.train.seed={seed}"])
+        for seed in settings.train_seeds
+    ]
+
+
+def mean_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result for the runs of several training sets: the mean of every number (a diverged run's step kept)."""
+    if len(runs) == 1:
+        return runs[0]
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(key for run in runs for key in run):
+        values = [run[key] for run in runs if key in run]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if key == "diverged_at_step" or not numbers:
+            merged[key] = values[0]
+        elif len(values) == len(runs):  # a metric a diverged run lacks is not averaged over the others
+            merged[key] = sum(values) / len(values)
+    return merged
+
+
 def run_task(task: str, size: int, settings: Settings) -> TaskResult:
-    """Quality (at the quality sizes), then speed of every system of ``task`` at ``size``."""
+    """Quality (at the quality sizes, on each training set), then speed of every system of ``task`` at ``size``."""
     systems = make_systems(task, size, settings)
-    quality: dict[tuple[str, str], dict[str, Any]] = {}
+    per_set: dict[tuple[str, str], list[dict[str, Any]]] = {}
     models: dict[str, nn.Module] = {}
     if size in settings.quality_sizes:
-        for system in systems:
-            for schedule in schedules_to_train(system, settings):
-                found, model = run_quality(system, schedule, size, settings)
-                quality[(system.name, schedule)] = found
-                if model is not None:
-                    models[system.name] = model
+        for set_settings in training_sets(settings):
+            for system in make_systems(task, size, set_settings):
+                for schedule in schedules_to_train(system, set_settings):
+                    found, model = run_quality(system, schedule, size, set_settings)
+                    per_set.setdefault((system.name, schedule), []).append(found)
+                    if model is not None:
+                        models.setdefault(system.name, model)
+    quality = {key: mean_result(runs) for key, runs in per_set.items()}
     images_per_second = time_training(systems, size, settings)
     eager, onnx = time_inference(systems, models, size, settings)
     params = {s.name: sum(p.numel() for p in (models.get(s.name) or s.build()).parameters()) / 1e6 for s in systems}
-    return TaskResult(task, size, systems, quality, images_per_second, eager, onnx, params)
+    result = TaskResult(task, size, systems, quality, images_per_second, eager, onnx, params)
+    if settings.train_seeds:
+        result.per_set, result.train_seeds = per_set, list(settings.train_seeds)
+    return result
 
 
 def print_result(result: TaskResult, started_load: str) -> None:
     config = result.systems[0].config
     data = config["data"]
-    trained = result.size in {size for (size, _) in [(result.size, None)]} and result.quality
+    trained = bool(result.quality)
+    seeds = f"seed {data['train']['seed']}"
+    if result.train_seeds:
+        seeds = f"training sets of seeds {result.train_seeds}; quality is their mean"
     print(
         f"\n{result.task} at {result.size} px ({machine()}; load average {started_load} -> {load_average()})\n"
-        f"data: {data['args']}, {data['train']['num_samples']} training images (seed {data['train']['seed']}), "
+        f"data: {data['args']}, {data['train']['num_samples']} training images ({seeds}), "
         f"{data['test']['num_samples']} held-out images (seed {HELD_OUT_SEED}); "
         + (f"{epochs_of(config)} epochs at batch {data['batch_size']} for every system" if trained else "not trained")
         + f"; training step timed at batch {TIMING_BATCH.get(result.size) or data['batch_size']}"
@@ -1056,6 +1154,8 @@ def print_result(result: TaskResult, started_load: str) -> None:
     else:
         print("mAP: COCO mAP (pycocotools via brickzoo's DetectionMeanAveragePrecision), at most 100 detections/image")
     print(markdown_table(header(result.task), table_rows(result)))
+    for line in per_set_tables(result):
+        print(line)
     for line in target_lines(result):
         print(line)
 
@@ -1093,8 +1193,21 @@ def parse_settings() -> Settings:
         help="overrides of brickzoo's recipes, so also of the peers' brickzoo schedule (a candidate fix; "
         "run it with --systems brickzoo), e.g. model.heads.segment.decoder_channels=128",
     )
+    parser.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="train every system on each of these training sets (data.train.seed); the table gives the mean",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run in seconds (meaningless numbers)")
     args = parser.parse_args()
+    seeds = args.train_seeds or []
+    if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        parser.error(f"--train-seeds: expected different integers >= 0, got {seeds}")
+    if seeds and any(item.split("=", 1)[0].strip() == "data.train.seed" for item in args.zoo_set):
+        parser.error(f"--train-seeds {seeds} and --zoo-set {args.zoo_set} both set data.train.seed; give one")
     if args.results is not None:
         problem = results_problem(args.results)
         if problem:
@@ -1113,6 +1226,7 @@ def parse_settings() -> Settings:
         onnx=not args.no_onnx,
         results=args.results,
         zoo_overrides=args.zoo_set,
+        train_seeds=args.train_seeds,
     )
     if args.quick:
         settings.sizes, settings.quality_sizes, settings.train_samples, settings.batch_size = [64], [64], 8, 4

@@ -269,3 +269,96 @@ def test_smp_gets_a_timm_encoder_and_brickzoo_runs_on_it_too_when_the_recipe_bac
     # at 64 px the recipe's backbone is a timm model: smp runs on it, and no extra brickzoo row is made
     families = [system.family for system in peers.make_systems("segmentation", 64, settings)]
     assert families == ["brickzoo", "smp-fpn", "smp-unet"]
+
+
+def test_training_sets_give_each_system_its_own_data_and_results_entry(tmp_path: Path) -> None:
+    """--train-seeds: each set's brickzoo run has its own results key, every system's data follows the set,
+    Ultralytics gets one data folder per set, and a peer's cached run at another set is not taken."""
+    settings = quick_settings(tmp_path)
+    settings.train_seeds = [0, 3]
+    sets = peers.training_sets(settings)
+    assert [s.zoo_overrides for s in sets] == [["data.train.seed=0"], ["data.train.seed=3"]]
+    assert peers.training_sets(quick_settings(tmp_path))[0].zoo_overrides == []
+    systems = [peers.make_systems("detection", 64, s) for s in sets]
+    for seed, set_systems in zip((0, 3), systems, strict=True):
+        assert {system.config["data"]["train"]["seed"] for system in set_systems} == {seed}
+    keys = {peers.result_key(set_systems[0], "brickzoo", 64, s) for s, set_systems in zip(sets, systems, strict=True)}
+    assert len(keys) == 2
+    yolo = [next(system for system in set_systems if system.family == "yolo") for set_systems in systems]
+    yolo_keys = [peers.result_key(system, "own", 64, s) for system, s in zip(yolo, sets, strict=True)]
+    assert yolo_keys == ["64/detection/yolo/own/data.train.seed=0", "64/detection/yolo/own/data.train.seed=3"]
+    assert peers.fingerprint(yolo[0]) != peers.fingerprint(yolo[1])
+    folders = [peers.yolo_data_folder(system.config, 64, tmp_path) for system in yolo]
+    assert folders[0] != folders[1] and folders[0] == peers.yolo_data_folder(yolo[0].config, 64, tmp_path)
+    first = peers.zoo_config("detection", 64, sets[0])
+    again = peers.zoo_config("detection", 64, sets[1])
+    images = [ShapesDataset(8, image_size=64, seed=seed, max_shapes=3)[0]["images"] for seed in (0, 3)]
+    assert not torch.equal(*images)  # the two sets are different images
+    assert first["data"]["train"] != again["data"]["train"]
+
+
+def test_a_peers_cached_run_at_another_brickzoo_schedule_is_not_reused(tmp_path: Path) -> None:
+    """--zoo-set train.lr=... changes the schedule the peers train with: their fingerprint changes too."""
+    settings = quick_settings(tmp_path)
+    fcos = peers.make_systems("detection", 64, settings)[2]
+    settings.zoo_overrides = ["train.lr=0.01"]
+    fcos_lr = peers.make_systems("detection", 64, settings)[2]
+    assert peers.result_key(fcos, "brickzoo", 64, settings) == peers.result_key(fcos_lr, "brickzoo", 64, settings)
+    assert peers.fingerprint(fcos) != peers.fingerprint(fcos_lr)
+
+
+def test_mean_result_averages_every_number_over_the_sets() -> None:
+    runs = [
+        {"map_50": 0.9, "map": 0.7, "train_minutes": 6.0, "load_average": "2.0"},
+        {"map_50": 0.8, "map": 0.5, "train_minutes": 8.0, "load_average": "1.5"},
+        {"diverged_at_step": 12, "train_minutes": 1.0, "load_average": "1.0"},
+    ]
+    assert peers.mean_result(runs[:1]) is runs[0]
+    two = peers.mean_result(runs[:2])
+    assert two["map_50"] == pytest.approx(0.85) and two["map"] == pytest.approx(0.6)
+    assert two["train_minutes"] == pytest.approx(7.0) and two["load_average"] == "2.0"
+    three = peers.mean_result(runs)
+    assert "map_50" not in three, "a diverged set has no mAP: no mean over the others is shown as the system's"
+    assert three["diverged_at_step"] == 12 and three["train_minutes"] == pytest.approx(5.0)
+
+
+def test_train_seeds_of_the_wrong_kind_exit_2(tmp_path: Path) -> None:
+    python = PYTHON if PYTHON.exists() else Path(sys.executable)
+    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics")}
+    script = str(ROOT / "benchmarks" / "peers.py")
+    for extra, expected in (
+        (["--train-seeds", "1", "1"], "expected different integers >= 0, got [1, 1]"),
+        (["--train-seeds", "-1"], "got [-1]"),
+        (["--train-seeds", "1", "--zoo-set", "data.train.seed=2"], "both set data.train.seed"),
+        (["--train-seeds", "one"], "invalid int value"),
+    ):
+        result = subprocess.run([str(python), script, "--quick", *extra], capture_output=True, text=True, env=env)
+        assert result.returncode == 2 and expected in result.stderr, (extra, result.stderr)
+
+
+def test_quick_run_on_two_training_sets_prints_each_set_and_their_mean(tmp_path: Path) -> None:
+    python = PYTHON if PYTHON.exists() else Path(sys.executable)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics")}
+    command = [str(python), str(ROOT / "benchmarks" / "peers.py"), "--quick", "--threads", "1", "--task", "detection"]
+    command += ["--systems", "brickzoo", "yolo", "--schedules", "brickzoo", "--train-seeds", "0", "5"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, f"peers.py exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    lines = result.stdout.splitlines()
+    assert any("training sets of seeds [0, 5]; quality is their mean" in line for line in lines), result.stdout
+    main = table_after(lines, "| " + " | ".join(["system", "schedule", *QUALITY["detection"], *SPEED]) + " |")
+    main = [row for row in main if row[2] != "-"]  # YOLO's own defaults did not train (--schedules brickzoo)
+    assert [(row[0], row[1]) for row in main] == [
+        ("brickzoo shapes_detection (resnet10t)", "recipe (fit)"),
+        ("Ultralytics YOLOv8n", "brickzoo's schedule"),
+    ]
+    for key, column in (("mAP@0.5", 2), ("mAP@[.5:.95]", 3)):
+        start = lines.index(f"{key} on each training set (seed of data.train):")
+        rows = table_after(lines[start:], "| system | schedule | set 0 | set 5 | mean | max - min |")
+        assert [(row[0], row[1]) for row in rows] == [(row[0], row[1]) for row in main]
+        for row, main_row in zip(rows, main, strict=True):
+            first, second, mean, spread = (float(v) for v in row[2:6])
+            assert mean == pytest.approx((first + second) / 2, abs=1.5e-3)  # printed with 3 decimals
+            assert spread == pytest.approx(abs(first - second), abs=1.5e-3)
+            assert float(main_row[column]) == pytest.approx(mean, abs=1.5e-3), "the main table shows the mean"
+    targets = [line for line in lines if line.startswith("target: brickzoo mAP")]
+    assert len(targets) == 2 and all("means over 2 training sets; brickzoo ahead on" in t for t in targets), targets
