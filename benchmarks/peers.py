@@ -879,12 +879,15 @@ def run_quality(
     return result, model
 
 
+def override_key(override: str) -> str:
+    """The key of a ``key.sub=value`` override, as ``apply_overrides`` reads it."""
+    return override.partition("=")[0]
+
+
 def result_key(system: System, schedule: str, size: int, settings: Settings) -> str:
     """The run's key in ``--results``: size, task (brickzoo's family trains for both), family, schedule, and the
     overrides: all of them for brickzoo's recipe, the data ones (a training set of ``--train-seeds``) for a peer."""
-    overrides = [
-        o for o in settings.zoo_overrides if system.is_brickzoo or o.split("=", 1)[0].strip().startswith("data.")
-    ]
+    overrides = [o for o in settings.zoo_overrides if system.is_brickzoo or override_key(o).startswith("data.")]
     return "/".join([str(size), system.task, system.family, schedule, *overrides])
 
 
@@ -960,7 +963,12 @@ class TaskResult:
     onnx: dict[str, float | str]
     params: dict[str, float]
     per_set: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # each training set's result
-    train_seeds: list[int] | None = None
+    train_seeds: list[int] = field(default_factory=list)  # the sets of ``per_set``, in its order
+
+    @property
+    def several_sets(self) -> bool:
+        """Whether the quality is a mean over more than one training set."""
+        return bool(self.per_set) and len(self.train_seeds) > 1
 
 
 def cell(value: float | str | None, digits: int = 2) -> str:
@@ -1020,7 +1028,7 @@ def best(result: TaskResult, system: System, key: str, training_set: int | None 
 
 def per_set_tables(result: TaskResult) -> list[str]:
     """With several training sets: per quality value a table of each set's run, with the mean and the spread."""
-    if not result.per_set or len(result.train_seeds or []) < 2:
+    if not result.several_sets:
         return []
     tables = []
     for key in QUALITY_COLUMNS[result.task]:
@@ -1044,7 +1052,7 @@ def per_set_tables(result: TaskResult) -> list[str]:
 
 def wins_on_sets(result: TaskResult, zoo: System, peer: System, key: str) -> str:
     """``, ahead on k of n training sets`` when several sets ran (empty otherwise)."""
-    if not result.per_set or not result.train_seeds or len(result.train_seeds) < 2:
+    if not result.several_sets:
         return ""
     wins = 0
     for index in range(len(result.train_seeds)):
@@ -1130,7 +1138,7 @@ def run_task(task: str, size: int, settings: Settings) -> TaskResult:
     eager, onnx = time_inference(systems, models, size, settings)
     params = {s.name: sum(p.numel() for p in (models.get(s.name) or s.build()).parameters()) / 1e6 for s in systems}
     result = TaskResult(task, size, systems, quality, images_per_second, eager, onnx, params)
-    if settings.train_seeds:
+    if settings.train_seeds and per_set:
         result.per_set, result.train_seeds = per_set, list(settings.train_seeds)
     return result
 
@@ -1140,8 +1148,10 @@ def print_result(result: TaskResult, started_load: str) -> None:
     data = config["data"]
     trained = bool(result.quality)
     seeds = f"seed {data['train']['seed']}"
-    if result.train_seeds:
+    if result.several_sets:
         seeds = f"training sets of seeds {result.train_seeds}; quality is their mean"
+    elif result.per_set:  # one set of --train-seeds
+        seeds = f"seed {result.train_seeds[0]}"
     print(
         f"\n{result.task} at {result.size} px ({machine()}; load average {started_load} -> {load_average()})\n"
         f"data: {data['args']}, {data['train']['num_samples']} training images ({seeds}), "
@@ -1206,7 +1216,7 @@ def parse_settings() -> Settings:
     seeds = args.train_seeds or []
     if len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
         parser.error(f"--train-seeds: expected different integers >= 0, got {seeds}")
-    if seeds and any(item.split("=", 1)[0].strip() == "data.train.seed" for item in args.zoo_set):
+    if seeds and any(override_key(item) == "data.train.seed" for item in args.zoo_set):
         parser.error(f"--train-seeds {seeds} and --zoo-set {args.zoo_set} both set data.train.seed; give one")
     if args.results is not None:
         problem = results_problem(args.results)

@@ -362,3 +362,17 @@ def test_quick_run_on_two_training_sets_prints_each_set_and_their_mean(tmp_path:
             assert float(main_row[column]) == pytest.approx(mean, abs=1.5e-3), "the main table shows the mean"
     targets = [line for line in lines if line.startswith("target: brickzoo mAP")]
     assert len(targets) == 2 and all("means over 2 training sets; brickzoo ahead on" in t for t in targets), targets
+
+
+def test_one_training_set_is_named_in_the_data_line(tmp_path: Path) -> None:
+    """--train-seeds 5 alone: the run trains on set 5 and says so (not the recipe's seed 0), without per-set tables."""
+    python = PYTHON if PYTHON.exists() else Path(sys.executable)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics")}
+    command = [str(python), str(ROOT / "benchmarks" / "peers.py"), "--quick", "--threads", "1", "--task", "detection"]
+    command += ["--systems", "brickzoo", "--train-seeds", "5"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, f"peers.py exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    (data_line,) = [line for line in result.stdout.splitlines() if line.startswith("data: ")]
+    assert "8 training images (seed 5)" in data_line, data_line
+    assert "'seed': 5}" in result.stdout  # the trained run's fingerprint: set 5's images
+    assert "on each training set" not in result.stdout
